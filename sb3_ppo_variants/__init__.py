@@ -1,0 +1,13 @@
+"""sb3_ppo_variants: the policy-gradient family for Stable-Baselines3, with one diagnostics vocabulary."""
+
+import os
+
+from sb3_ppo_variants.ppo_clip import PPOClip
+from sb3_ppo_variants.ppo_kl import PPOKL
+
+# Read version from file
+version_file = os.path.join(os.path.dirname(__file__), "version.txt")
+with open(version_file) as file_handler:
+    __version__ = file_handler.read().strip()
+
+__all__ = ["PPOKL", "PPOClip", "__version__"]

@@ -1,0 +1,126 @@
+"""Frozen snapshots of a policy's action distributions and the exact KL divergence to a newer policy.
+
+SB3's distribution objects are mutable (``proba_distribution`` overwrites them in place), so the
+"old" policy of an update is kept as plain parameter tensors (logits, mean and std) for every state
+of the rollout. A snapshot can be indexed by minibatch indices and compared with the policy's
+current distribution with the analytic KL(pi_old || pi_new), summed over independent action dims.
+
+KL divergence is invariant under invertible maps of the action, so the Gaussian formula is also exact
+for SB3's squashed (tanh) Gaussian and for gSDE, whose ``distribution`` is the pre-squash Normal.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch as th
+from stable_baselines3.common.distributions import (
+    BernoulliDistribution,
+    CategoricalDistribution,
+    DiagGaussianDistribution,
+    Distribution,
+    MultiCategoricalDistribution,
+    StateDependentNoiseDistribution,
+)
+from torch.distributions import Bernoulli, Categorical, Normal, kl_divergence
+
+KL_ESTIMATORS = ("auto", "analytic", "sample")
+
+_ANALYTIC_TYPES = (
+    DiagGaussianDistribution,  # includes SquashedDiagGaussianDistribution
+    StateDependentNoiseDistribution,
+    CategoricalDistribution,
+    MultiCategoricalDistribution,
+    BernoulliDistribution,
+)
+
+
+def has_analytic_kl(distribution: Distribution) -> bool:
+    """
+    Whether the exact KL of this SB3 distribution is available in closed form.
+
+    :param distribution: an SB3 action distribution (e.g. ``policy.action_dist``)
+    :return: True for diagonal Gaussian (also squashed and gSDE), categorical, multi-categorical, Bernoulli
+    """
+    return isinstance(distribution, _ANALYTIC_TYPES)
+
+
+def resolve_kl_estimator(kl_estimator: str, distribution: Distribution) -> str:
+    """
+    Turn the user's ``kl_estimator`` choice into ``"analytic"`` or ``"sample"``.
+
+    :param kl_estimator: one of ``KL_ESTIMATORS``
+    :param distribution: the policy's action distribution
+    :return: the estimator that will be used
+    """
+    if kl_estimator not in KL_ESTIMATORS:
+        raise ValueError(f"kl_estimator must be one of {KL_ESTIMATORS}, got {kl_estimator!r}")
+    analytic = has_analytic_kl(distribution)
+    if kl_estimator == "analytic" and not analytic:
+        raise ValueError(
+            f"kl_estimator='analytic' is not available for {type(distribution).__name__}; "
+            "use kl_estimator='sample' or 'auto' (allowed values: 'auto', 'analytic', 'sample')"
+        )
+    if kl_estimator == "auto":
+        return "analytic" if analytic else "sample"
+    return kl_estimator
+
+
+@dataclass
+class DistributionSnapshot:
+    """
+    Detached parameters of a batch of action distributions.
+
+    :param kind: ``"normal"``, ``"categorical"``, ``"multicategorical"`` or ``"bernoulli"``
+    :param params: the tensors that define the distributions, first dimension = batch
+        (normal: mean, std; categorical/bernoulli: logits; multicategorical: one logits tensor per sub-space)
+    """
+
+    kind: str
+    params: tuple[th.Tensor, ...]
+
+    @classmethod
+    def from_distribution(cls, distribution: Distribution) -> DistributionSnapshot:
+        """
+        Freeze the current state of an SB3 distribution.
+
+        :param distribution: an SB3 distribution with analytic KL (see ``has_analytic_kl``)
+        :return: the snapshot (tensors detached, so later updates of the policy do not change it)
+        """
+        torch_dist = distribution.distribution
+        if isinstance(torch_dist, Normal):
+            return cls("normal", (torch_dist.loc.detach(), torch_dist.scale.detach()))
+        if isinstance(torch_dist, Categorical):
+            return cls("categorical", (torch_dist.logits.detach(),))
+        if isinstance(torch_dist, Bernoulli):
+            return cls("bernoulli", (torch_dist.logits.detach(),))
+        if isinstance(torch_dist, list | tuple) and all(isinstance(d, Categorical) for d in torch_dist):
+            return cls("multicategorical", tuple(d.logits.detach() for d in torch_dist))
+        raise TypeError(f"No analytic KL for distribution {type(distribution).__name__}")
+
+    def __len__(self) -> int:
+        return len(self.params[0])
+
+    def __getitem__(self, indices: np.ndarray | th.Tensor | slice) -> DistributionSnapshot:
+        if isinstance(indices, np.ndarray):
+            indices = th.as_tensor(indices, device=self.params[0].device)
+        return DistributionSnapshot(self.kind, tuple(p[indices] for p in self.params))
+
+    def kl_to(self, distribution: Distribution) -> th.Tensor:
+        """
+        Exact KL(self || distribution) for every state, summed over independent action dimensions.
+
+        :param distribution: the SB3 distribution of the current policy on the same states
+            (gradients flow through it, not through the snapshot)
+        :return: tensor of shape (batch,)
+        """
+        new = distribution.distribution
+        if self.kind == "normal":
+            return kl_divergence(Normal(*self.params), new).sum(dim=-1)
+        if self.kind == "categorical":
+            return kl_divergence(Categorical(logits=self.params[0]), new)
+        if self.kind == "bernoulli":
+            return kl_divergence(Bernoulli(logits=self.params[0]), new).sum(dim=-1)
+        kls = [kl_divergence(Categorical(logits=p), d) for p, d in zip(self.params, new, strict=True)]
+        return th.stack(kls, dim=-1).sum(dim=-1)

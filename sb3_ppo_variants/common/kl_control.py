@@ -1,0 +1,164 @@
+"""Controllers of the KL penalty coefficient beta of PPO-penalty.
+
+Each controller is a small object holding beta and its own state; the algorithm calls
+``update(kl)`` once per policy update with the mean KL(pi_old || pi_new) of that update and uses
+``kl_coef`` for the next one. The objects are plain Python, so SB3's ``save``/``load`` pickles them
+with the model and training continues with the same beta after ``load``.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from abc import ABC, abstractmethod
+from typing import Any
+
+KL_CONTROLLERS = ("adaptive", "fixed", "proportional")
+
+
+def _check_positive(name: str, value: float) -> None:
+    if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+
+
+class KLController(ABC):
+    """
+    Base class: holds beta, keeps it inside [kl_coef_min, kl_coef_max] and warns once when a bound is hit.
+
+    :param kl_coef: initial beta (> 0)
+    :param kl_target: target KL per update d_targ (> 0)
+    :param kl_coef_min: lower bound on beta (> 0)
+    :param kl_coef_max: upper bound on beta (> kl_coef_min); guards against an exploding penalty
+    """
+
+    name: str = ""
+
+    def __init__(self, kl_coef: float, kl_target: float, kl_coef_min: float = 1e-6, kl_coef_max: float = 1e6) -> None:
+        _check_positive("kl_coef", kl_coef)
+        _check_positive("kl_target", kl_target)
+        _check_positive("kl_coef_min", kl_coef_min)
+        _check_positive("kl_coef_max", kl_coef_max)
+        if kl_coef_min >= kl_coef_max:
+            raise ValueError(f"kl_coef_min must be < kl_coef_max, got kl_coef_min={kl_coef_min}, kl_coef_max={kl_coef_max}")
+        if not kl_coef_min <= kl_coef <= kl_coef_max:
+            raise ValueError(f"kl_coef must lie in [kl_coef_min, kl_coef_max] = [{kl_coef_min}, {kl_coef_max}], got {kl_coef}")
+        self.kl_coef = float(kl_coef)
+        self.kl_target = float(kl_target)
+        self.kl_coef_min = float(kl_coef_min)
+        self.kl_coef_max = float(kl_coef_max)
+        self.n_bound_hits = 0  # how many updates ended with beta clipped to a bound
+        self._warned = False
+
+    @abstractmethod
+    def _proposal(self, kl: float) -> float:
+        """:return: the new beta before it is clipped to the bounds"""
+
+    def update(self, kl: float) -> float:
+        """
+        Adapt beta once, after a whole policy update.
+
+        :param kl: mean KL(pi_old || pi_new) of that update; a non-finite value leaves beta unchanged
+        :return: the new beta
+        """
+        if not math.isfinite(kl):
+            warnings.warn(f"KL controller received a non-finite KL ({kl}); beta left at {self.kl_coef}")
+            return self.kl_coef
+        proposal = self._proposal(float(kl))
+        clipped = min(max(proposal, self.kl_coef_min), self.kl_coef_max)
+        if clipped != proposal:
+            self.n_bound_hits += 1
+            if not self._warned:
+                self._warned = True
+                warnings.warn(
+                    f"KL coefficient beta hit its bound ({proposal:.3g} clipped to {clipped:.3g}, "
+                    f"bounds [{self.kl_coef_min:.3g}, {self.kl_coef_max:.3g}]); "
+                    "the KL target may be unreachable with these settings"
+                )
+        self.kl_coef = clipped
+        return self.kl_coef
+
+    def state(self) -> dict[str, Any]:
+        """:return: the state that defines the controller (for logging and tests)"""
+        return {"name": self.name, **{k: v for k, v in vars(self).items() if not k.startswith("_")}}
+
+
+class AdaptiveKLController(KLController):
+    """
+    The PPO paper's rule (Schulman et al. 2017, section 4), applied once per update:
+    d < d_targ / tolerance -> beta / factor; d > d_targ * tolerance -> beta * factor.
+
+    :param tolerance: the paper's 1.5 (> 1)
+    :param factor: the paper's 2 (> 1)
+    """
+
+    name = "adaptive"
+
+    def __init__(self, kl_coef: float, kl_target: float, tolerance: float = 1.5, factor: float = 2.0, **bounds: float) -> None:
+        super().__init__(kl_coef, kl_target, **bounds)
+        for arg_name, value in (("kl_tolerance", tolerance), ("kl_factor", factor)):
+            if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value) or value <= 1:
+                raise ValueError(f"{arg_name} must be a finite number > 1, got {value!r}")
+        self.tolerance = float(tolerance)
+        self.factor = float(factor)
+
+    def _proposal(self, kl: float) -> float:
+        if kl < self.kl_target / self.tolerance:
+            return self.kl_coef / self.factor
+        if kl > self.kl_target * self.tolerance:
+            return self.kl_coef * self.factor
+        return self.kl_coef
+
+
+class FixedKLController(KLController):
+    """Constant beta (the PPO paper's "fixed KL penalty" rows)."""
+
+    name = "fixed"
+
+    def _proposal(self, kl: float) -> float:
+        return self.kl_coef
+
+
+class ProportionalKLController(KLController):
+    """
+    Ziegler et al. 2019 ("Fine-Tuning Language Models from Human Preferences", section 2.2), the
+    controller of RLHF: e = clip(d / d_targ - 1, -0.2, 0.2); beta <- beta * (1 + gain * e).
+    (Ziegler scales the gain by the number of steps per update; here it is applied once per update.)
+
+    :param gain: K_beta (> 0), 0.1 in the paper
+    """
+
+    name = "proportional"
+
+    def __init__(self, kl_coef: float, kl_target: float, gain: float = 0.1, **bounds: float) -> None:
+        super().__init__(kl_coef, kl_target, **bounds)
+        _check_positive("kl_gain", gain)
+        self.gain = float(gain)
+
+    def _proposal(self, kl: float) -> float:
+        error = min(max(kl / self.kl_target - 1.0, -0.2), 0.2)
+        return self.kl_coef * (1.0 + self.gain * error)
+
+
+def make_kl_controller(
+    kl_controller: str,
+    kl_coef: float,
+    kl_target: float,
+    kl_tolerance: float = 1.5,
+    kl_factor: float = 2.0,
+    kl_gain: float = 0.1,
+    kl_coef_min: float = 1e-6,
+    kl_coef_max: float = 1e6,
+) -> KLController:
+    """
+    Build the controller named by ``kl_controller`` (one of ``KL_CONTROLLERS``), validating every argument.
+
+    :return: the controller
+    """
+    bounds = dict(kl_coef_min=kl_coef_min, kl_coef_max=kl_coef_max)
+    if kl_controller == "adaptive":
+        return AdaptiveKLController(kl_coef, kl_target, tolerance=kl_tolerance, factor=kl_factor, **bounds)
+    if kl_controller == "fixed":
+        return FixedKLController(kl_coef, kl_target, **bounds)
+    if kl_controller == "proportional":
+        return ProportionalKLController(kl_coef, kl_target, gain=kl_gain, **bounds)
+    raise ValueError(f"kl_controller must be one of {KL_CONTROLLERS}, got {kl_controller!r}")

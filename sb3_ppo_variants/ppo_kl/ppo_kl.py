@@ -1,0 +1,237 @@
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+import torch as th
+from stable_baselines3.common.buffers import RolloutBuffer
+from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
+from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
+
+from sb3_ppo_variants.common.diagnostics import check_diagnostics_level
+from sb3_ppo_variants.common.distributions import KL_ESTIMATORS, DistributionSnapshot
+from sb3_ppo_variants.common.kl_control import KLController, make_kl_controller
+from sb3_ppo_variants.common.ppo_family import InstrumentedPPO
+from sb3_ppo_variants.ppo_kl.policies import CnnPolicy, MlpPolicy, MultiInputPolicy
+
+SelfPPOKL = TypeVar("SelfPPOKL", bound="PPOKL")
+
+
+class _PPODefaultClipRange(float):
+    """
+    SB3 PPO's default ``clip_range`` (0.2), kept in PPOKL's signature so that it stays a superset of PPO's,
+    but marking "not given by the user": PPOKL then does not clip (the PPO paper's pure KL penalty).
+    Any value the user passes, including 0.2, turns clipping on (clip + penalty).
+    """
+
+    def __repr__(self) -> str:
+        return "0.2"
+
+
+PPO_DEFAULT_CLIP_RANGE = _PPODefaultClipRange(0.2)
+
+
+class PPOKL(InstrumentedPPO):
+    """
+    Proximal Policy Optimization with a KL penalty (PPO-penalty), Schulman et al. 2017, section 4.
+
+    Maximises E[r_t(theta) A_t] - beta * KL[pi_old(.|s_t) || pi_theta(.|s_t)] over ``n_epochs`` epochs of
+    minibatches; once per update (after all epochs) a controller adapts beta from the mean KL d of
+    that update: the paper's rule (``"adaptive"``: d < d_targ/1.5 -> beta/2, d > d_targ*1.5 -> beta*2),
+    a constant (``"fixed"``) or Ziegler et al. 2019's proportional controller (``"proportional"``).
+
+    Paper: https://arxiv.org/abs/1707.06347 (section 4, "Adaptive KL Penalty Coefficient");
+    proportional controller: https://arxiv.org/abs/1909.08593 (section 2.2)
+    Code: the update loop is Stable-Baselines3's PPO (https://github.com/DLR-RM/stable-baselines3),
+    shared with PPOClip in ``sb3_ppo_variants.common.ppo_family``.
+
+    Every argument of ``stable_baselines3.PPO`` keeps its name, meaning and default (``target_kl`` stays
+    PPO's early-stopping threshold on the k3 estimate) with one exception in behaviour: clipping is off
+    unless ``clip_range`` is passed explicitly (then the loss is clip + penalty).
+
+    :param policy: The policy model to use (MlpPolicy, CnnPolicy, ...)
+    :param env: The environment to learn from (if registered in Gym, can be str)
+    :param learning_rate: The learning rate, it can be a function of the current progress remaining (from 1 to 0)
+    :param n_steps: The number of steps to run for each environment per update
+    :param batch_size: Minibatch size
+    :param n_epochs: Number of epoch when optimizing the surrogate loss
+    :param gamma: Discount factor
+    :param gae_lambda: Factor for trade-off of bias vs variance for Generalized Advantage Estimator
+    :param clip_range: Clipping parameter; not given -> no clipping (pure penalty); given (float, schedule) ->
+        clipped surrogate plus the penalty; ``None`` -> no clipping
+    :param clip_range_vf: Clipping parameter for the value function (None: no clipping)
+    :param normalize_advantage: Whether to normalize the advantage or not
+    :param ent_coef: Entropy coefficient for the loss calculation
+    :param vf_coef: Value function coefficient for the loss calculation
+    :param max_grad_norm: The maximum value for the gradient clipping
+    :param use_sde: Whether to use generalized State Dependent Exploration (gSDE)
+    :param sde_sample_freq: Sample a new noise matrix every n steps when using gSDE
+    :param rollout_buffer_class: Rollout buffer class to use. If ``None``, it will be automatically selected.
+    :param rollout_buffer_kwargs: Keyword arguments to pass to the rollout buffer on creation
+    :param target_kl: PPO's early stopping: stop the epochs of an update when the k3 estimate exceeds
+        1.5 * target_kl (None: no early stopping). Not the penalty's target, see ``kl_target``.
+    :param stats_window_size: Window size for the rollout logging
+    :param tensorboard_log: the log location for tensorboard (if None, no logging)
+    :param policy_kwargs: additional arguments to be passed to the policy on creation
+    :param verbose: Verbosity level: 0 for no output, 1 for info messages, 2 for debug messages
+    :param seed: Seed for the pseudo random generators
+    :param device: Device (cpu, cuda, ...) on which the code should be run.
+    :param kl_target: d_targ, the KL per update the controller aims at (> 0)
+    :param kl_coef: initial beta (> 0), 1 in the paper
+    :param kl_controller: ``"adaptive"`` (paper), ``"fixed"`` or ``"proportional"`` (Ziegler et al. 2019)
+    :param kl_tolerance: adaptive controller: d is "on target" inside [d_targ/tol, d_targ*tol] (> 1, paper 1.5)
+    :param kl_factor: adaptive controller: multiplicative change of beta (> 1, paper 2)
+    :param kl_gain: proportional controller: K_beta (> 0, Ziegler et al. 0.1)
+    :param kl_coef_min: lower bound of beta (> 0); hitting a bound warns once and is logged
+    :param kl_coef_max: upper bound of beta (> kl_coef_min)
+    :param kl_estimator: KL used in the penalty and for d: ``"analytic"`` (exact KL of SB3's categorical,
+        diagonal Gaussian, multi-categorical and Bernoulli distributions), ``"sample"`` (k3 estimator on the
+        rollout actions) or ``"auto"`` (analytic where defined, sample otherwise)
+    :param diagnostics: ``"off"``, ``"basic"`` (default) or ``"full"``; see the README's metrics table
+    :param _init_setup_model: Whether or not to build the network at the creation of the instance
+    """
+
+    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
+        "MlpPolicy": MlpPolicy,
+        "CnnPolicy": CnnPolicy,
+        "MultiInputPolicy": MultiInputPolicy,
+    }
+    _policy_loss_uses_old_distribution = True
+    kl_control: KLController
+
+    def __init__(
+        self,
+        policy: str | type[ActorCriticPolicy],
+        env: GymEnv | str,
+        learning_rate: float | Schedule = 3e-4,
+        n_steps: int = 2048,
+        batch_size: int = 64,
+        n_epochs: int = 10,
+        gamma: float = 0.99,
+        gae_lambda: float = 0.95,
+        clip_range: float | Schedule | None = PPO_DEFAULT_CLIP_RANGE,
+        clip_range_vf: float | Schedule | None = None,
+        normalize_advantage: bool = True,
+        ent_coef: float = 0.0,
+        vf_coef: float = 0.5,
+        max_grad_norm: float = 0.5,
+        use_sde: bool = False,
+        sde_sample_freq: int = -1,
+        rollout_buffer_class: type[RolloutBuffer] | None = None,
+        rollout_buffer_kwargs: dict[str, Any] | None = None,
+        target_kl: float | None = None,
+        stats_window_size: int = 100,
+        tensorboard_log: str | None = None,
+        policy_kwargs: dict[str, Any] | None = None,
+        verbose: int = 0,
+        seed: int | None = None,
+        device: th.device | str = "auto",
+        kl_target: float = 0.01,
+        kl_coef: float = 1.0,
+        kl_controller: str = "adaptive",
+        kl_tolerance: float = 1.5,
+        kl_factor: float = 2.0,
+        kl_gain: float = 0.1,
+        kl_coef_min: float = 1e-6,
+        kl_coef_max: float = 1e6,
+        kl_estimator: str = "auto",
+        diagnostics: str = "basic",
+        _init_setup_model: bool = True,
+    ):
+        # Validate our own arguments before anything is built (and long before training)
+        kl_control = make_kl_controller(
+            kl_controller,
+            kl_coef=kl_coef,
+            kl_target=kl_target,
+            kl_tolerance=kl_tolerance,
+            kl_factor=kl_factor,
+            kl_gain=kl_gain,
+            kl_coef_min=kl_coef_min,
+            kl_coef_max=kl_coef_max,
+        )
+        if kl_estimator not in KL_ESTIMATORS:
+            raise ValueError(f"kl_estimator must be one of {KL_ESTIMATORS}, got {kl_estimator!r}")
+        check_diagnostics_level(diagnostics)
+        if isinstance(clip_range, _PPODefaultClipRange):
+            clip_range = None  # not given by the user: pure KL penalty, as in the paper
+
+        super().__init__(
+            policy,
+            env,
+            learning_rate=learning_rate,
+            n_steps=n_steps,
+            batch_size=batch_size,
+            n_epochs=n_epochs,
+            gamma=gamma,
+            gae_lambda=gae_lambda,
+            clip_range=clip_range,  # type: ignore[arg-type]
+            clip_range_vf=clip_range_vf,
+            normalize_advantage=normalize_advantage,
+            ent_coef=ent_coef,
+            vf_coef=vf_coef,
+            max_grad_norm=max_grad_norm,
+            use_sde=use_sde,
+            sde_sample_freq=sde_sample_freq,
+            rollout_buffer_class=rollout_buffer_class,
+            rollout_buffer_kwargs=rollout_buffer_kwargs,
+            target_kl=target_kl,
+            stats_window_size=stats_window_size,
+            tensorboard_log=tensorboard_log,
+            policy_kwargs=policy_kwargs,
+            verbose=verbose,
+            seed=seed,
+            device=device,
+            _init_setup_model=False,
+        )
+        self.kl_target = kl_target
+        self.kl_controller = kl_controller
+        self.kl_control = kl_control
+        self.kl_estimator = kl_estimator
+        self.diagnostics = diagnostics
+        if _init_setup_model:
+            self._setup_model()
+
+    def _policy_loss(
+        self,
+        advantages: th.Tensor,
+        ratio: th.Tensor,
+        log_ratio: th.Tensor,
+        clip_range: float | None,
+        old_distribution: DistributionSnapshot | None,
+    ) -> tuple[th.Tensor, dict[str, th.Tensor]]:
+        # surrogate objective L^CPI (PPO paper eq. 6), optionally clipped (eq. 7)
+        if clip_range is None:
+            surrogate = (advantages * ratio).mean()
+        else:
+            surrogate = th.min(advantages * ratio, advantages * th.clamp(ratio, 1 - clip_range, 1 + clip_range)).mean()
+        # KL penalty (eq. 8): exact KL(pi_old || pi_theta) on the minibatch states, or its k3 estimate
+        kl = self._minibatch_kl(old_distribution, log_ratio)
+        kl_penalty = self.kl_control.kl_coef * kl
+        policy_loss = -surrogate + kl_penalty
+        return policy_loss, {"surrogate_objective": surrogate.detach(), "kl_penalty": kl_penalty.detach()}
+
+    def _after_update(self, policy_kl: float) -> None:
+        # Adapt beta once per update with d = mean KL of this update (the paper's rule is applied per policy update)
+        self.logger.record("train/kl_coef", self.kl_control.kl_coef)  # the beta used by this update
+        self.logger.record("train/kl_target", self.kl_control.kl_target)
+        self.kl_control.update(policy_kl)
+        self.logger.record("train/kl_coef_next", self.kl_control.kl_coef)
+        self.logger.record("train/kl_coef_bound_hits", self.kl_control.n_bound_hits)
+        if not np.isfinite(policy_kl):
+            self.logger.record("train/kl_nonfinite", 1)
+
+    def learn(
+        self: SelfPPOKL,
+        total_timesteps: int,
+        callback: MaybeCallback = None,
+        log_interval: int = 1,
+        tb_log_name: str = "PPOKL",
+        reset_num_timesteps: bool = True,
+        progress_bar: bool = False,
+    ) -> SelfPPOKL:
+        return super().learn(
+            total_timesteps=total_timesteps,
+            callback=callback,
+            log_interval=log_interval,
+            tb_log_name=tb_log_name,
+            reset_num_timesteps=reset_num_timesteps,
+            progress_bar=progress_bar,
+        )
