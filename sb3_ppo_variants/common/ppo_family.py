@@ -9,7 +9,6 @@ diagnostics. Subclasses differ only in ``_policy_loss`` (the policy term of the 
 from __future__ import annotations
 
 import warnings
-from typing import Any
 
 import numpy as np
 import torch as th
@@ -237,8 +236,8 @@ class InstrumentedPPO(PPO):
                     # Numerical guard: never write non-finite weights, skip this minibatch instead
                     self._n_nonfinite_steps += 1
                     warnings.warn(
-                        f"{type(self).__name__}: non-finite loss or gradient (loss={loss.item()}, grad_norm={grad_norm.item()}), "
-                        "optimizer step skipped"
+                        f"{type(self).__name__}: non-finite loss or gradient "
+                        f"(loss={loss.item()}, grad_norm={grad_norm.item()}), optimizer step skipped"
                     )
                     self.policy.optimizer.zero_grad()
                     continue

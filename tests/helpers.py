@@ -1,0 +1,24 @@
+"""Shared helpers of the test suite."""
+
+import torch as th
+from stable_baselines3.common.logger import Logger
+
+
+def policy_params(model) -> th.Tensor:
+    """All policy parameters of a model, concatenated (for exact comparisons)."""
+    return th.cat([p.detach().reshape(-1).clone() for p in model.policy.parameters()])
+
+
+def silent_logger() -> Logger:
+    """An SB3 logger that writes nowhere; ``name_to_value`` keeps what was recorded since the last dump."""
+    return Logger(folder=None, output_formats=[])
+
+
+def learn_and_read_logs(model, total_timesteps: int) -> dict[str, float]:
+    """
+    Train and return the ``train/`` values recorded by the last ``train()`` call.
+    (SB3 dumps the logs before ``train()``, so the last update's values are still pending after ``learn``.)
+    """
+    model.set_logger(silent_logger())
+    model.learn(total_timesteps)
+    return {k: v for k, v in model.logger.name_to_value.items() if k.startswith("train/")}

@@ -1,0 +1,132 @@
+"""Each estimator of the shared diagnostics module against a value computed by hand."""
+
+import math
+
+import numpy as np
+import pytest
+import torch as th
+from stable_baselines3.common.distributions import (
+    BernoulliDistribution,
+    CategoricalDistribution,
+    DiagGaussianDistribution,
+    MultiCategoricalDistribution,
+    SquashedDiagGaussianDistribution,
+)
+
+from sb3_ppo_variants.common.diagnostics import (
+    GradientStatistics,
+    RatioStatistics,
+    approx_kl_k3,
+    check_diagnostics_level,
+    clip_fractions,
+    effective_sample_size,
+    grad_snr,
+)
+from sb3_ppo_variants.common.distributions import DistributionSnapshot, resolve_kl_estimator
+
+
+def test_approx_kl_k3_by_hand():
+    ratios = th.tensor([0.5, 1.0, 2.0])
+    # (r - 1) - log r: 0.5 -> -0.5 + log 2; 1 -> 0; 2 -> 1 - log 2; mean = 0.5 / 3
+    assert approx_kl_k3(th.log(ratios)).item() == pytest.approx(0.5 / 3, rel=1e-6)
+    assert approx_kl_k3(th.zeros(4)).item() == 0.0
+
+
+def test_effective_sample_size_by_hand():
+    assert effective_sample_size(th.ones(10)).item() == pytest.approx(1.0)
+    # one weight carries everything: (1)^2 / (4 * 1) = 1/4
+    assert effective_sample_size(th.tensor([1.0, 0.0, 0.0, 0.0])).item() == pytest.approx(0.25)
+    # w = (1, 2, 3): 36 / (3 * 14) = 6/7
+    assert effective_sample_size(th.tensor([1.0, 2.0, 3.0])).item() == pytest.approx(6 / 7)
+
+
+def test_clip_fractions_by_hand():
+    ratio = th.tensor([0.7, 0.85, 1.0, 1.1, 1.25, 1.5])
+    total, low, high = clip_fractions(ratio, 0.2)
+    # below 0.8: 0.7; above 1.2: 1.25, 1.5
+    assert low.item() == pytest.approx(1 / 6)
+    assert high.item() == pytest.approx(2 / 6)
+    assert total.item() == pytest.approx(3 / 6)
+
+
+def test_grad_snr_by_hand():
+    g1, g2 = th.tensor([1.0, 0.0]), th.tensor([3.0, 2.0])
+    # mean = (2, 1): signal 5; deviations (-1,-1), (1, 1): mean squared norm 2 -> SNR 2.5
+    assert grad_snr([g1, g2]) == pytest.approx(2.5)
+    # identical gradients: no noise
+    assert grad_snr([g1, g1]) == math.inf
+    assert math.isnan(grad_snr([g1]))
+
+
+def test_gradient_statistics_mean_norm():
+    stats = GradientStatistics()
+    stats.add(th.tensor([3.0, 4.0]))
+    stats.add(th.tensor([0.0, 1.0]), norm=1.0)
+    assert stats.mean_norm() == pytest.approx(3.0)
+    assert stats.count == 2
+
+
+def test_ratio_statistics_pooled_by_hand():
+    stats = RatioStatistics()
+    stats.add(th.tensor([1.0, 1.0]))
+    stats.add(th.tensor([0.5, 1.5, 1.0, 1.0]))
+    summary = stats.summary()
+    values = np.array([1.0, 1.0, 0.5, 1.5, 1.0, 1.0])
+    assert summary["ratio_mean"] == pytest.approx(values.mean())
+    assert summary["ratio_std"] == pytest.approx(values.std())
+    assert summary["ratio_min"] == 0.5
+    assert summary["ratio_max"] == 1.5
+    # mean of per-minibatch ESS: 1 and 16 / (4 * 4.5)
+    assert summary["ess"] == pytest.approx((1 + 16 / 18) / 2)
+    assert RatioStatistics().summary() == {}
+
+
+def test_diagnostics_level_validation():
+    assert check_diagnostics_level("full") == "full"
+    with pytest.raises(ValueError, match=r"diagnostics must be one of \('off', 'basic', 'full'\)"):
+        check_diagnostics_level("verbose")
+
+
+def test_gaussian_kl_by_hand():
+    old = DiagGaussianDistribution(2).proba_distribution(th.tensor([[0.0, 1.0]]), th.log(th.tensor([[1.0, 2.0]])))
+    new = DiagGaussianDistribution(2).proba_distribution(th.tensor([[1.0, 1.0]]), th.log(th.tensor([[1.0, 1.0]])))
+    snapshot = DistributionSnapshot.from_distribution(old)
+    # dim 1: (mu diff 1) -> 0.5; dim 2: log(1/2) + 4/2 - 1/2 = 1.5 - log 2
+    expected = 0.5 + 1.5 - math.log(2)
+    assert snapshot.kl_to(new).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_categorical_and_bernoulli_kl_by_hand():
+    p, q = th.tensor([[0.5, 0.5]]), th.tensor([[0.25, 0.75]])
+    old = CategoricalDistribution(2).proba_distribution(th.log(p))
+    new = CategoricalDistribution(2).proba_distribution(th.log(q))
+    expected = 0.5 * math.log(0.5 / 0.25) + 0.5 * math.log(0.5 / 0.75)
+    assert DistributionSnapshot.from_distribution(old).kl_to(new).item() == pytest.approx(expected, rel=1e-6)
+    # Bernoulli with two independent dims, each p=0.5 vs q=0.75: same value per dim
+    logit = lambda x: math.log(x / (1 - x))  # noqa: E731
+    old_b = BernoulliDistribution(2).proba_distribution(th.tensor([[0.0, 0.0]]))
+    new_b = BernoulliDistribution(2).proba_distribution(th.tensor([[logit(0.75), logit(0.75)]]))
+    assert DistributionSnapshot.from_distribution(old_b).kl_to(new_b).item() == pytest.approx(2 * expected, rel=1e-6)
+
+
+def test_multicategorical_kl_sums_subspaces_and_indexing():
+    old = MultiCategoricalDistribution([2, 3]).proba_distribution(th.zeros(3, 5))
+    new_logits = th.zeros(3, 5)
+    new_logits[1, 0] = 1.0
+    new = MultiCategoricalDistribution([2, 3]).proba_distribution(new_logits)
+    kl = DistributionSnapshot.from_distribution(old).kl_to(new)
+    q = th.softmax(th.tensor([1.0, 0.0]), 0)
+    expected = float((0.5 * (th.log(th.tensor(0.5)) - th.log(q))).sum())
+    assert kl[0].item() == pytest.approx(0.0, abs=1e-7)
+    assert kl[1].item() == pytest.approx(expected, rel=1e-6)
+    # indexing picks the same rows
+    snapshot = DistributionSnapshot.from_distribution(old)[np.array([1])]
+    sub_new = MultiCategoricalDistribution([2, 3]).proba_distribution(new_logits[[1]])
+    assert snapshot.kl_to(sub_new).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_kl_estimator_resolution():
+    assert resolve_kl_estimator("auto", SquashedDiagGaussianDistribution(2)) == "analytic"
+    assert resolve_kl_estimator("sample", CategoricalDistribution(2)) == "sample"
+    with pytest.raises(ValueError, match="kl_estimator must be one of"):
+        resolve_kl_estimator("exact", CategoricalDistribution(2))

@@ -1,0 +1,52 @@
+"""PPOClip learns exactly what SB3 PPO learns, whatever the diagnostics level, and accepts PPO's constructor."""
+
+import inspect
+
+import pytest
+import torch as th
+from stable_baselines3 import PPO
+
+from sb3_ppo_variants import PPOClip
+from tests.helpers import learn_and_read_logs, policy_params
+
+SETTINGS = dict(n_steps=64, batch_size=32, n_epochs=3, policy_kwargs=dict(net_arch=[32]), seed=3)
+
+
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
+@pytest.mark.parametrize("level", ["off", "basic", "full"])
+def test_same_parameters_as_sb3_ppo_after_three_updates(env_id, level):
+    reference = PPO("MlpPolicy", env_id, **SETTINGS)
+    reference.learn(3 * 64)
+    ours = PPOClip("MlpPolicy", env_id, diagnostics=level, **SETTINGS)
+    ours.learn(3 * 64)
+    assert ours._n_updates == reference._n_updates == 3 * 3
+    th.testing.assert_close(policy_params(ours), policy_params(reference), rtol=1e-6, atol=0.0)
+
+
+def test_same_parameters_with_target_kl_early_stopping_and_vf_clipping():
+    settings = SETTINGS | dict(target_kl=0.001, clip_range_vf=0.1, n_epochs=10)
+    reference = PPO("MlpPolicy", "CartPole-v1", **settings)
+    reference.learn(3 * 64)
+    ours = PPOClip("MlpPolicy", "CartPole-v1", **settings)
+    ours.learn(3 * 64)
+    assert ours._n_updates == reference._n_updates
+    th.testing.assert_close(policy_params(ours), policy_params(reference), rtol=1e-6, atol=0.0)
+
+
+def test_signature_is_superset_of_ppo():
+    ppo = inspect.signature(PPO).parameters
+    ours = inspect.signature(PPOClip).parameters
+    for name, parameter in ppo.items():
+        assert name in ours, name
+        assert ours[name].default == parameter.default, name
+
+
+def test_clip_fractions_split_low_and_high():
+    logs = learn_and_read_logs(PPOClip("MlpPolicy", "CartPole-v1", **SETTINGS | dict(n_epochs=10, learning_rate=3e-3)), 192)
+    assert logs["train/clip_fraction"] == pytest.approx(logs["train/clip_fraction_low"] + logs["train/clip_fraction_high"])
+    assert logs["train/clip_fraction"] > 0
+
+
+def test_clip_range_none_rejected():
+    with pytest.raises(ValueError, match="clip_range"):
+        PPOClip("MlpPolicy", "CartPole-v1", clip_range=None)
