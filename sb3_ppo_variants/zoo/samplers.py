@@ -1,0 +1,72 @@
+"""Optuna search spaces for rl-zoo3 (``-optimize``), one per zoo key.
+
+Same signature as rl-zoo3's samplers: ``sample_x_params(trial, n_actions, n_envs, additional_args)``
+returning converted keyword arguments; the matching converter turns a trial's raw ``params`` back
+into keyword arguments (rl-zoo3's ``--trial-id`` route). Importing this module imports rl_zoo3.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import optuna
+from rl_zoo3.hyperparams_opt import convert_onpolicy_params, sample_ppo_params, sample_trpo_params
+
+
+def sample_ppo_kl_params(trial: optuna.Trial, n_actions: int, n_envs: int, additional_args: dict) -> dict[str, Any]:
+    """
+    Sampler for PPOKL: rl-zoo3's PPO search space without ``clip_range`` (pure penalty), plus the
+    penalty's target, the initial beta and the controller.
+
+    :param trial: the Optuna trial
+    :return: keyword arguments for PPOKL
+    """
+    batch_size_pow = trial.suggest_int("batch_size_pow", 5, 10)
+    n_steps_pow = trial.suggest_int("n_steps_pow", 5, 12)
+    one_minus_gamma = trial.suggest_float("one_minus_gamma", 0.0001, 0.03, log=True)
+    one_minus_gae_lambda = trial.suggest_float("one_minus_gae_lambda", 0.0001, 0.1, log=True)
+    learning_rate = trial.suggest_float("learning_rate", 1e-5, 0.002, log=True)
+    ent_coef = trial.suggest_float("ent_coef", 0.00000001, 0.1, log=True)
+    n_epochs = trial.suggest_categorical("n_epochs", [1, 5, 10, 20])
+    max_grad_norm = trial.suggest_float("max_grad_norm", 0.3, 2)
+    net_arch = trial.suggest_categorical("net_arch", ["tiny", "small", "medium"])
+    activation_fn = trial.suggest_categorical("activation_fn", ["tanh", "relu"])
+    # the PPO paper's sweep used d_targ in {0.003, 0.01, 0.03} and initial beta 1
+    kl_target = trial.suggest_float("kl_target", 0.001, 0.1, log=True)
+    kl_coef = trial.suggest_float("kl_coef", 0.1, 10.0, log=True)
+    kl_controller = trial.suggest_categorical("kl_controller", ["adaptive", "fixed", "proportional"])
+
+    trial.set_user_attr("gamma", 1 - one_minus_gamma)
+    trial.set_user_attr("n_steps", 2**n_steps_pow)
+    trial.set_user_attr("batch_size", 2**batch_size_pow)
+    return convert_onpolicy_params(
+        {
+            "n_steps_pow": n_steps_pow,
+            "batch_size_pow": batch_size_pow,
+            "one_minus_gamma": one_minus_gamma,
+            "one_minus_gae_lambda": one_minus_gae_lambda,
+            "learning_rate": learning_rate,
+            "ent_coef": ent_coef,
+            "n_epochs": n_epochs,
+            "max_grad_norm": max_grad_norm,
+            "net_arch": net_arch,
+            "activation_fn": activation_fn,
+            "kl_target": kl_target,
+            "kl_coef": kl_coef,
+            "kl_controller": kl_controller,
+        }
+    )
+
+
+# PPOClip and TRPOKL are SB3 PPO's and sb3-contrib TRPO's maths: rl-zoo3's search spaces and converter apply unchanged
+SAMPLERS: dict[str, Callable[..., dict[str, Any]]] = {
+    "ppo_kl": sample_ppo_kl_params,
+    "ppo_clip": sample_ppo_params,
+    "trpo_kl": sample_trpo_params,
+}
+CONVERTERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    "ppo_kl": convert_onpolicy_params,
+    "ppo_clip": convert_onpolicy_params,
+    "trpo_kl": convert_onpolicy_params,
+}

@@ -1,0 +1,162 @@
+"""rl-zoo3 integration: the start-up hook, register(), hyperparameter files, and the unchanged zoo commands."""
+
+import inspect
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import optuna
+import pytest
+import yaml
+
+from sb3_ppo_variants.zoo import ZOO_ALGOS, hyperparams_file, register
+from sb3_ppo_variants.zoo.registration import hyperparams_dir
+
+# keys of a zoo entry that rl-zoo3 consumes itself instead of passing them to the algorithm
+ZOO_ONLY_KEYS = {
+    "n_envs",
+    "n_timesteps",
+    "normalize",
+    "env_wrapper",
+    "frame_stack",
+    "callback",
+    "vec_env_wrapper",
+    "env_kwargs",
+}
+
+
+def run(args: list[str], cwd: Path, hook: bool = True, timeout: int = 900) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    env["SB3_PPO_VARIANTS_ZOO_HOOK"] = "1" if hook else "0"
+    result = subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, f"{args} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result
+
+
+def last_evaluation(log_folder: Path, algo: str, env_id: str) -> float:
+    """Mean return of the zoo's last evaluation (EvalCallback's evaluations.npz)."""
+    (run_dir,) = sorted((log_folder / algo).glob(f"{env_id}_*"))
+    evaluations = np.load(run_dir / "evaluations.npz")
+    return float(evaluations["results"][-1].mean())
+
+
+def test_startup_hook_imports_nothing_heavy(tmp_path):
+    result = run(["-X", "importtime", "-c", "pass"], cwd=tmp_path)
+    imported = [line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")]
+    assert "_sb3_ppo_variants_zoo_hook" in imported, "the .pth hook is not installed"
+    heavy = [
+        m for m in imported if m.split(".")[0] in {"torch", "stable_baselines3", "sb3_contrib", "rl_zoo3", "sb3_ppo_variants"}
+    ]
+    assert heavy == []
+
+
+@pytest.mark.parametrize("hook", [True, False])
+def test_hook_registers_on_rl_zoo3_import_and_can_be_switched_off(tmp_path, hook):
+    code = (
+        f"ZOO = {sorted(ZOO_ALGOS)!r}; import rl_zoo3.utils as u, rl_zoo3.hyperparams_opt as h; "
+        "print(sorted(set(u.ALGOS) & set(ZOO)), sorted(set(h.HYPERPARAMS_SAMPLER) & set(ZOO)))"
+    )
+    output = run(["-c", code], cwd=tmp_path, hook=hook).stdout.strip()
+    registered = sorted(ZOO_ALGOS) if hook else []
+    assert output == f"{registered} {registered}"
+
+
+def test_hook_does_nothing_without_rl_zoo3(tmp_path):
+    import _sb3_ppo_variants_zoo_hook as hook
+
+    # rl_zoo3 not found on the given path: the finder steps aside, the import fails as usual
+    assert hook.ZooRegistrationFinder().find_spec("rl_zoo3.utils", [str(tmp_path)]) is None
+    assert hook.ZooRegistrationFinder().find_spec("numpy", None) is None
+
+
+def test_register_patches_rl_zoo3_tables():
+    register()
+    register()  # idempotent
+    from rl_zoo3.exp_manager import ExperimentManager
+    from rl_zoo3.hyperparams_opt import HYPERPARAMS_CONVERTER, HYPERPARAMS_SAMPLER
+    from rl_zoo3.utils import ALGOS
+
+    for key, (module, class_name) in ZOO_ALGOS.items():
+        assert ALGOS[key].__name__ == class_name and ALGOS[key].__module__.startswith(module)
+        assert key in HYPERPARAMS_SAMPLER and key in HYPERPARAMS_CONVERTER
+    assert "config" in inspect.signature(ExperimentManager.__init__).parameters
+
+
+def test_optuna_sampler_covers_kl_settings():
+    register()
+    from rl_zoo3.hyperparams_opt import HYPERPARAMS_CONVERTER, HYPERPARAMS_SAMPLER
+
+    study = optuna.create_study()
+    trial = study.ask()
+    kwargs = HYPERPARAMS_SAMPLER["ppo_kl"](trial, 2, 1, {})
+    assert {"kl_target", "kl_coef", "kl_controller", "gamma", "policy_kwargs"} <= set(kwargs)
+    assert "clip_range" not in kwargs
+    assert HYPERPARAMS_CONVERTER["ppo_kl"](trial.params)["kl_controller"] == kwargs["kl_controller"]
+
+
+@pytest.mark.parametrize("algo", sorted(ZOO_ALGOS))
+def test_hyperparams_file_entries_are_valid(algo):
+    from sb3_ppo_variants.zoo.registration import importlib
+
+    path = hyperparams_file(algo)
+    assert path.parent == hyperparams_dir()
+    entries = yaml.safe_load(path.read_text())
+    module, class_name = ZOO_ALGOS[algo]
+    algo_class = getattr(importlib.import_module(module), class_name)
+    accepted = set(inspect.signature(algo_class).parameters)
+    assert "default" in entries
+    for env_id, entry in entries.items():
+        assert "policy" in entry and "n_timesteps" in entry, env_id
+        unknown = set(entry) - ZOO_ONLY_KEYS - accepted
+        assert not unknown, f"{algo}.yml {env_id}: {unknown}"
+        if env_id != "default":
+            assert env_id in gym.envs.registry, env_id
+
+
+def test_launcher_works_with_the_hook_off(tmp_path):
+    run(
+        [
+            "-m",
+            "sb3_ppo_variants.zoo",
+            "train",
+            "--algo",
+            "ppo_kl",
+            "--env",
+            "CartPole-v1",
+            "-n",
+            "512",
+            "-f",
+            "logs",
+            "--seed",
+            "1",
+        ],
+        cwd=tmp_path,
+        hook=False,
+    )
+    assert (tmp_path / "logs" / "ppo_kl" / "CartPole-v1_1" / "CartPole-v1.zip").is_file()
+
+
+def test_optimize_with_sqlite_storage_then_enjoy(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    args = ["-m", "rl_zoo3.train", "--algo", "ppo_kl", "--env", "CartPole-v1", "-optimize", "--n-trials", "2"]
+    args += ["--storage", storage, "--study-name", "s", "-n", "1000", "--n-evaluations", "1", "--seed", "0", "-f", "logs"]
+    run(args, cwd=tmp_path)
+    study = optuna.load_study(study_name="s", storage=storage)
+    assert len(study.trials) == 2
+    assert all(t.state.is_finished() for t in study.trials)
+    assert "kl_controller" in study.trials[0].params
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("algo", ["ppo_kl", "ppo_clip", "trpo_kl"])
+def test_unchanged_zoo_train_reaches_475_on_cartpole(tmp_path, algo):
+    run(["-m", "rl_zoo3.train", "--algo", algo, "--env", "CartPole-v1", "--seed", "0", "-f", "logs"], cwd=tmp_path)
+    assert last_evaluation(tmp_path / "logs", algo, "CartPole-v1") >= 475
+    # and the trained agent plays with the unchanged enjoy command
+    result = run(
+        ["-m", "rl_zoo3.enjoy", "--algo", algo, "--env", "CartPole-v1", "-f", "logs", "-n", "600", "--no-render"], cwd=tmp_path
+    )
+    assert "Mean reward" in result.stdout or "Atari" in result.stdout or result.returncode == 0
