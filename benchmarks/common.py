@@ -46,7 +46,8 @@ def zoo_env(entry: dict[str, Any], env_id: str, seed: int) -> VecEnv:
 def software_versions() -> dict[str, str]:
     """Versions of the packages that determine the results."""
     versions = {"python": platform.python_version(), "machine": platform.machine(), "processor": platform.processor()}
-    for package in ("sb3-ppo-variants", "stable-baselines3", "sb3-contrib", "rl-zoo3", "torch", "gymnasium", "mujoco", "numpy"):
+    packages = ("sb3-ppo-variants", "stable-baselines3", "sb3-contrib", "rl-zoo3", "torch", "gymnasium", "mujoco", "numpy")
+    for package in packages:
         try:
             versions[package] = version(package)
         except PackageNotFoundError:

@@ -104,7 +104,8 @@ def markdown(rows: list[dict]) -> str:
     for row in rows:
         lines.append(
             f"| {row['env']} | {row['pair']} | {row['diagnostics']} | {row['median_ratio']:.3f} | "
-            f"{row['iqr'][0]:.3f}–{row['iqr'][1]:.3f} | {row['median_seconds_ours']:.2f} / {row['median_seconds_reference']:.2f} |"
+            f"{row['iqr'][0]:.3f} to {row['iqr'][1]:.3f} | "
+            f"{row['median_seconds_ours']:.2f} / {row['median_seconds_reference']:.2f} |"
         )
     return "\n".join(lines)
 
