@@ -8,7 +8,6 @@ diagnostics. Subclasses differ only in ``_policy_loss`` (the policy term of the 
 
 from __future__ import annotations
 
-import warnings
 
 import numpy as np
 import torch as th
@@ -29,9 +28,10 @@ from sb3_ppo_variants.common.diagnostics import (
     record_mean,
 )
 from sb3_ppo_variants.common.distributions import DistributionSnapshot, resolve_kl_estimator
+from sb3_ppo_variants.common.guards import GuardedRollouts, nonfinite_step_skipped
 
 
-class InstrumentedPPO(PPO):
+class InstrumentedPPO(GuardedRollouts, PPO):
     """
     SB3 PPO's update loop with the package's diagnostics and a pluggable policy-loss term.
     Not meant to be used directly: see ``PPOClip`` and ``PPOKL``.
@@ -232,14 +232,8 @@ class InstrumentedPPO(PPO):
                     gradient = flat_grad(self.policy.parameters())
                 # Clip grad norm
                 grad_norm = th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
-                if not (th.isfinite(loss) and th.isfinite(grad_norm)):
-                    # Numerical guard: never write non-finite weights, skip this minibatch instead
-                    self._n_nonfinite_steps += 1
-                    warnings.warn(
-                        f"{type(self).__name__}: non-finite loss or gradient "
-                        f"(loss={loss.item()}, grad_norm={grad_norm.item()}), optimizer step skipped"
-                    )
-                    self.policy.optimizer.zero_grad()
+                # Numerical guard: never write non-finite weights, skip this minibatch instead
+                if nonfinite_step_skipped(self, loss, grad_norm, self.policy.optimizer):
                     continue
                 if instrumented:
                     grad_stats.add(gradient, grad_norm)

@@ -8,6 +8,7 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedul
 from sb3_ppo_variants.common.diagnostics import check_diagnostics_level
 from sb3_ppo_variants.common.distributions import DistributionSnapshot
 from sb3_ppo_variants.common.ppo_family import InstrumentedPPO
+from sb3_ppo_variants.common.validation import check_ppo_arguments
 from sb3_ppo_variants.ppo_clip.policies import CnnPolicy, MlpPolicy, MultiInputPolicy
 
 SelfPPOClip = TypeVar("SelfPPOClip", bound="PPOClip")
@@ -92,8 +93,9 @@ class PPOClip(InstrumentedPPO):
         diagnostics: str = "basic",
         _init_setup_model: bool = True,
     ):
-        if clip_range is None:
-            raise ValueError("clip_range must be a positive float or a schedule for PPOClip (use PPOKL for no clipping)")
+        # every argument checked before anything is built (SB3 only asserts a few)
+        check_ppo_arguments(locals())
+        check_diagnostics_level(diagnostics)
         super().__init__(
             policy,
             env,

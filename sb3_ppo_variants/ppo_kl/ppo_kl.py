@@ -10,6 +10,7 @@ from sb3_ppo_variants.common.diagnostics import check_diagnostics_level
 from sb3_ppo_variants.common.distributions import KL_ESTIMATORS, DistributionSnapshot
 from sb3_ppo_variants.common.kl_control import KLController, make_kl_controller
 from sb3_ppo_variants.common.ppo_family import InstrumentedPPO
+from sb3_ppo_variants.common.validation import check_ppo_arguments
 from sb3_ppo_variants.ppo_kl.policies import CnnPolicy, MlpPolicy, MultiInputPolicy
 
 SelfPPOKL = TypeVar("SelfPPOKL", bound="PPOKL")
@@ -136,7 +137,8 @@ class PPOKL(InstrumentedPPO):
         diagnostics: str = "basic",
         _init_setup_model: bool = True,
     ):
-        # Validate our own arguments before anything is built (and long before training)
+        # Validate every argument before anything is built (and long before training)
+        check_ppo_arguments(locals(), clip_range_allows_none=True)
         kl_control = make_kl_controller(
             kl_controller,
             kl_coef=kl_coef,

@@ -27,6 +27,8 @@ from sb3_ppo_variants.common.diagnostics import (
     record_mean,
 )
 from sb3_ppo_variants.trpo_kl.policies import CnnPolicy, MlpPolicy, MultiInputPolicy
+from sb3_ppo_variants.common.guards import GuardedRollouts, nonfinite_step_skipped
+from sb3_ppo_variants.common.validation import check_trpo_arguments
 
 SelfTRPOKL = TypeVar("SelfTRPOKL", bound="TRPOKL")
 
@@ -119,7 +121,7 @@ class TrustRegionStep:
         }
 
 
-class TRPOKL(TRPO):
+class TRPOKL(GuardedRollouts, TRPO):
     """
     Trust Region Policy Optimization (TRPO), KL trust region, instrumented.
 
@@ -226,7 +228,8 @@ class TRPOKL(TRPO):
         diagnostics: str = "basic",
         _init_setup_model: bool = True,
     ):
-        # validated before anything is built
+        # every argument validated before anything is built (sb3-contrib only asserts a few)
+        check_trpo_arguments(locals())
         self.diagnostics = check_diagnostics_level(diagnostics)
         super().__init__(
             policy,
@@ -567,6 +570,9 @@ class TRPOKL(TRPO):
                 # otherwise it defeats the purposes of the KL constraint
                 for param in actor_params:
                     param.grad = None
+                # Numerical guard (not in sb3-contrib): a NaN return must not reach the critic's weights
+                if nonfinite_step_skipped(self, value_loss, value_loss.detach(), self.policy.optimizer):
+                    continue
                 self.policy.optimizer.step()
 
         self._n_updates += 1
