@@ -10,6 +10,8 @@ DEMO_DIR ?= demo
 SEED ?= 0
 # pytest workers (the learning tests dominate; two cores -> two workers)
 WORKERS ?= 2
+# the networks are tiny: one torch thread per process is faster than oversubscribed cores
+export OMP_NUM_THREADS ?= 1
 
 .PHONY: install test test-fast demo lint format type benchmark-overhead clean
 
