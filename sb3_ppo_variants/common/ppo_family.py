@@ -8,6 +8,9 @@ diagnostics. Subclasses differ only in ``_policy_loss`` (the policy term of the 
 
 from __future__ import annotations
 
+import inspect
+from typing import Any
+
 
 import numpy as np
 import torch as th
@@ -31,6 +34,10 @@ from sb3_ppo_variants.common.distributions import DistributionSnapshot, resolve_
 from sb3_ppo_variants.common.guards import GuardedRollouts, nonfinite_step_skipped
 
 
+# every argument of SB3 PPO's constructor, forwarded by name
+_PPO_PARAMETERS = tuple(name for name in inspect.signature(PPO).parameters if name != "_init_setup_model")
+
+
 class InstrumentedPPO(GuardedRollouts, PPO):
     """
     SB3 PPO's update loop with the package's diagnostics and a pluggable policy-loss term.
@@ -44,6 +51,19 @@ class InstrumentedPPO(GuardedRollouts, PPO):
     kl_estimator: str
     #: whether the policy loss needs the old policy's distribution on the minibatch (PPOKL's penalty)
     _policy_loss_uses_old_distribution = False
+
+    def _init_ppo(self, arguments: dict[str, Any], diagnostics: str, kl_estimator: str) -> None:
+        """
+        ``PPO.__init__`` with every PPO argument taken from the subclass's ``locals()`` (so the long
+        argument list is written once, in each subclass signature), without building the model.
+
+        :param arguments: ``locals()`` of the subclass ``__init__`` (extra names are ignored)
+        :param diagnostics: ``"off"``, ``"basic"`` or ``"full"``
+        :param kl_estimator: ``"auto"``, ``"analytic"`` or ``"sample"``
+        """
+        PPO.__init__(self, **{name: arguments[name] for name in _PPO_PARAMETERS}, _init_setup_model=False)
+        self.diagnostics = check_diagnostics_level(diagnostics)
+        self.kl_estimator = kl_estimator
 
     def _setup_model(self) -> None:
         check_diagnostics_level(self.diagnostics)

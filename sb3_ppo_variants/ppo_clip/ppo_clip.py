@@ -96,36 +96,7 @@ class PPOClip(InstrumentedPPO):
         # every argument checked before anything is built (SB3 only asserts a few)
         check_ppo_arguments(locals())
         check_diagnostics_level(diagnostics)
-        super().__init__(
-            policy,
-            env,
-            learning_rate=learning_rate,
-            n_steps=n_steps,
-            batch_size=batch_size,
-            n_epochs=n_epochs,
-            gamma=gamma,
-            gae_lambda=gae_lambda,
-            clip_range=clip_range,
-            clip_range_vf=clip_range_vf,
-            normalize_advantage=normalize_advantage,
-            ent_coef=ent_coef,
-            vf_coef=vf_coef,
-            max_grad_norm=max_grad_norm,
-            use_sde=use_sde,
-            sde_sample_freq=sde_sample_freq,
-            rollout_buffer_class=rollout_buffer_class,
-            rollout_buffer_kwargs=rollout_buffer_kwargs,
-            target_kl=target_kl,
-            stats_window_size=stats_window_size,
-            tensorboard_log=tensorboard_log,
-            policy_kwargs=policy_kwargs,
-            verbose=verbose,
-            seed=seed,
-            device=device,
-            _init_setup_model=False,
-        )
-        self.diagnostics = check_diagnostics_level(diagnostics)
-        self.kl_estimator = "auto"  # exact KL where SB3's distribution has one, for train/policy_kl
+        self._init_ppo(locals(), diagnostics, kl_estimator="auto")  # exact KL where defined, for train/policy_kl
         if _init_setup_model:
             self._setup_model()
 

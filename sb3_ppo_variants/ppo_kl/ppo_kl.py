@@ -155,39 +155,10 @@ class PPOKL(InstrumentedPPO):
         if isinstance(clip_range, _PPODefaultClipRange):
             clip_range = None  # not given by the user: pure KL penalty, as in the paper
 
-        super().__init__(
-            policy,
-            env,
-            learning_rate=learning_rate,
-            n_steps=n_steps,
-            batch_size=batch_size,
-            n_epochs=n_epochs,
-            gamma=gamma,
-            gae_lambda=gae_lambda,
-            clip_range=clip_range,  # type: ignore[arg-type]
-            clip_range_vf=clip_range_vf,
-            normalize_advantage=normalize_advantage,
-            ent_coef=ent_coef,
-            vf_coef=vf_coef,
-            max_grad_norm=max_grad_norm,
-            use_sde=use_sde,
-            sde_sample_freq=sde_sample_freq,
-            rollout_buffer_class=rollout_buffer_class,
-            rollout_buffer_kwargs=rollout_buffer_kwargs,
-            target_kl=target_kl,
-            stats_window_size=stats_window_size,
-            tensorboard_log=tensorboard_log,
-            policy_kwargs=policy_kwargs,
-            verbose=verbose,
-            seed=seed,
-            device=device,
-            _init_setup_model=False,
-        )
+        self._init_ppo(locals(), diagnostics, kl_estimator)
         self.kl_target = kl_target
         self.kl_controller = kl_controller
         self.kl_control = kl_control
-        self.kl_estimator = kl_estimator
-        self.diagnostics = diagnostics
         if _init_setup_model:
             self._setup_model()
 
