@@ -1,0 +1,615 @@
+"""Variance and bias of the REINFORCE gradient estimators: {full return, reward-to-go} x {none, mean, value, optimal}.
+
+At fixed policy snapshots (the initial policy and one part-trained by REINFORCE) of CartPole-v1 and Pendulum-v1,
+many independent batches of complete episodes are sampled; on each batch the eight estimators of the policy
+gradient are computed *on the same episodes* (common random numbers: the comparison between estimators is
+paired), with the package's own code (``sb3_ppo_variants.common.baselines``):
+
+    ghat = (1/N) sum_i sum_t grad log pi(a_t|s_t) (target_t - b)      target = R(tau) or G_t
+
+Reported per estimator: the variance of ghat (trace of its covariance over the batches) with a 95% bootstrap
+confidence interval (batches resampled), paired variance ratios with bootstrap CIs, and the bias: the distance of
+the mean of ghat over the batches from a reference gradient estimated on *independent* reference batches (the
+mean over the eight estimators), compared with the distance that sampling noise alone produces.
+
+Choices (documented in the JSON output too):
+- gamma = 1 by default: only then do the full-return and reward-to-go estimators have the same expectation
+  (with gamma < 1, reward-to-go drops the gamma^t factor, as every implementation does, and the two estimate
+  different vectors; each return mode is then compared with its own reference).
+- A time-limit truncation is the end of the episode for every estimator (the finite-horizon gradient): the
+  algorithm's bootstrap with V(s_T) under baseline="value" changes the target, it is not a baseline.
+- The value baselines (one regressed on G_t, one on R(tau)) are fresh MLPs fitted on separate independent
+  episodes before the experiment, so V never sees the batch it is evaluated on.
+- "mean" and "optimal" are the algorithm's leave-one-episode-out batch estimates.
+
+Usage::
+
+    python benchmarks/reinforce_variance.py            # the committed results (<= 15 min on 2 cores)
+    python benchmarks/reinforce_variance.py --quick    # smoke test, well under a minute (results to a temp dir)
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import json
+import math
+import platform
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch as th
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.utils import obs_as_tensor
+from tqdm import tqdm
+
+from sb3_ppo_variants.common.baselines import (
+    OptimalBaseline,
+    actor_parameters,
+    discounted_returns,
+    leave_one_out_mean,
+    optimal_baseline,
+    per_episode_gradients,
+)
+from sb3_ppo_variants.common.episodes import Episode, EpisodeBatch
+from sb3_ppo_variants.reinforce import REINFORCE
+
+RETURNS = ("full", "rtg")  # whole-episode return R(tau), reward-to-go G_t
+BASELINE_NAMES = ("none", "mean", "value", "optimal")
+ESTIMATORS = [(r, b) for r in RETURNS for b in BASELINE_NAMES]
+# Diagnostic extra (not an option of the algorithm): the optimal constant b_k estimated once on the separate
+# value-fit episodes instead of leave-one-out inside each batch, to separate the theory from estimation noise
+EXTRA_BASELINES = ("optimal*",)
+ALL_ESTIMATORS = ESTIMATORS + [(r, b) for r in RETURNS for b in EXTRA_BASELINES]
+DEFAULT_OUT = Path(__file__).parent / "results" / "reinforce_variance"
+
+# How the part-trained snapshots are made: REINFORCE with the value baseline, close to hyperparams/reinforce.yml
+ENVIRONMENTS: dict[str, dict[str, Any]] = {
+    "CartPole-v1": dict(
+        train_steps=40_000,
+        quick_train_steps=8_000,
+        n_envs=8,
+        kwargs=dict(n_steps=4000, learning_rate=3e-3, baseline="value", normalize_advantage=True),
+    ),
+    "Pendulum-v1": dict(
+        train_steps=100_000,
+        quick_train_steps=8_000,
+        n_envs=8,
+        kwargs=dict(
+            n_steps=2000, learning_rate=3e-3, gamma=0.95, baseline="value", normalize_advantage=True, value_batch_size=256
+        ),
+    ),
+}
+
+
+@dataclass
+class Settings:
+    batches: int = 200
+    reference_batches: int = 200
+    value_batches: int = 30
+    episodes_per_batch: int = 10
+    gamma: float = 1.0
+    bootstrap: int = 2000
+    seed: int = 0
+    quick: bool = False
+
+
+# ----- sampling ------------------------------------------------------------------------------------------
+
+
+def sample_episodes(policy, env_id: str, n_episodes: int, seed: int, progress: tqdm, n_envs: int = 32) -> list[Episode]:
+    """
+    ``n_episodes`` independent complete episodes of a fixed policy. Each environment contributes its *first* k
+    episodes (a fixed number, whatever their lengths), so short episodes are not over-represented.
+    """
+    n_envs = min(n_envs, n_episodes)
+    per_env_quota = math.ceil(n_episodes / n_envs)
+    env = make_vec_env(env_id, n_envs=n_envs, seed=seed)
+    action_space = env.action_space
+    finished: list[list[Episode]] = [[] for _ in range(n_envs)]
+    current: list[dict[str, list]] = [dict(obs=[], actions=[], rewards=[]) for _ in range(n_envs)]
+    obs = env.reset()
+    policy.set_training_mode(False)
+    while min(len(episodes) for episodes in finished) < per_env_quota:
+        with th.no_grad():
+            actions = policy.get_distribution(obs_as_tensor(obs, policy.device)).get_actions().cpu().numpy()
+        clipped = (
+            np.clip(actions, action_space.low, action_space.high) if isinstance(action_space, gym.spaces.Box) else actions
+        )
+        new_obs, rewards, dones, _ = env.step(clipped)
+        for i in range(n_envs):
+            current[i]["obs"].append(np.array(obs[i]))
+            current[i]["actions"].append(np.array(actions[i]))
+            current[i]["rewards"].append(float(rewards[i]))
+            if dones[i]:
+                if len(finished[i]) < per_env_quota:
+                    finished[i].append(
+                        Episode(
+                            np.stack(current[i]["obs"]),
+                            np.stack(current[i]["actions"]),
+                            np.asarray(current[i]["rewards"], dtype=np.float64),
+                        )
+                    )
+                    progress.update(1)
+                current[i] = dict(obs=[], actions=[], rewards=[])
+        obs = new_obs
+    env.close()
+    # a fixed set of indices (env-major), independent of the episode lengths
+    return [episode for episodes in finished for episode in episodes][:n_episodes]
+
+
+# ----- value baselines --------------------------------------------------------------------------------------
+
+
+class ValueFunction(th.nn.Module):
+    """A small MLP V(s) regressed on standardised Monte-Carlo targets."""
+
+    def __init__(self, obs_dim: int) -> None:
+        super().__init__()
+        self.net = th.nn.Sequential(
+            th.nn.Linear(obs_dim, 64), th.nn.Tanh(), th.nn.Linear(64, 64), th.nn.Tanh(), th.nn.Linear(64, 1)
+        )
+        self.register_buffer("loc", th.zeros(()))
+        self.register_buffer("scale", th.ones(()))
+
+    def forward(self, obs: th.Tensor) -> th.Tensor:
+        return self.loc + self.scale * self.net(obs.float()).squeeze(-1)
+
+    def fit(self, obs: th.Tensor, targets: th.Tensor, steps: int, seed: int) -> None:
+        generator = th.Generator().manual_seed(seed)
+        self.loc.fill_(targets.mean())
+        self.scale.fill_(targets.std().clamp_min(1e-6))
+        optimizer = th.optim.Adam(self.net.parameters(), lr=1e-3)
+        normalised = (targets - self.loc) / self.scale
+        for _ in range(steps):
+            idx = th.randint(0, len(obs), (256,), generator=generator)
+            loss = th.nn.functional.mse_loss(self.net(obs[idx].float()).squeeze(-1), normalised[idx])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+
+
+def episode_targets(episodes: list[Episode], gamma: float, reward_to_go: bool) -> np.ndarray:
+    return np.concatenate([discounted_returns(ep.rewards, gamma, reward_to_go) for ep in episodes])
+
+
+def fit_value_functions(episodes: list[Episode], gamma: float, steps: int, seed: int) -> dict[str, ValueFunction]:
+    obs = th.as_tensor(np.concatenate([ep.observations for ep in episodes]))
+    values = {}
+    for mode in RETURNS:
+        value = ValueFunction(obs.shape[1])
+        value.fit(obs, th.as_tensor(episode_targets(episodes, gamma, mode == "rtg"), dtype=th.float32), steps, seed)
+        values[mode] = value.eval()
+    return values
+
+
+# ----- the eight estimators on one batch ------------------------------------------------------------------------
+
+
+def episode_gradients(policy, episodes: list[Episode], gamma: float, values: dict[str, ValueFunction] | None) -> dict:
+    """
+    Per-episode sums of the step scores s_t = grad log pi(a_t|s_t): g = sum s_t, h_rtg = sum s_t G_t and, with
+    value functions, sum s_t V(s_t) for both of them (float64 tensors of shape (N, P)); and the targets.
+    """
+    batch = EpisodeBatch.from_episodes(episodes, policy.device, isinstance(policy.action_space, gym.spaces.Discrete))
+    rtg = episode_targets(episodes, gamma, True)
+    full = episode_targets(episodes, gamma, False)
+    weights = [th.ones(batch.n_steps), th.as_tensor(rtg, dtype=th.float32)]
+    v_rtg = v_full = None
+    if values is not None:
+        with th.no_grad():
+            v_rtg = values["rtg"](batch.observations)
+            v_full = values["full"](batch.observations)
+        weights += [v_rtg, v_full]
+    rows = per_episode_gradients(lambda o, a: policy.get_distribution(o).log_prob(a), actor_parameters(policy), batch, weights)
+    rows = [x.double() for x in rows]
+    starts = batch.starts[:-1]
+    out = dict(batch=batch, rtg=rtg, full=full, g=rows[0], h_rtg=rows[1], returns=th.as_tensor(full[starts])[:, None])
+    if values is not None:
+        out.update(s_v_rtg=rows[2], s_v_full=rows[3], v_rtg=v_rtg.double().numpy(), v_full=v_full.double().numpy())
+    return out
+
+
+def fixed_optimal_baselines(policy, episodes: list[Episode], gamma: float) -> dict[str, th.Tensor]:
+    """b_k = sum_j g_jk h_jk / sum_j g_jk^2 on separate episodes, for both return modes (the "optimal*" rows)."""
+    grads = episode_gradients(policy, episodes, gamma, None)
+    g = grads["g"]
+    return {
+        "rtg": optimal_baseline(g, grads["h_rtg"], leave_one_out=False),
+        "full": optimal_baseline(g, g * grads["returns"], leave_one_out=False),
+    }
+
+
+def batch_estimates(
+    policy, episodes: list[Episode], gamma: float, values: dict[str, ValueFunction], fixed_optimal: dict[str, th.Tensor]
+) -> tuple[np.ndarray, dict]:
+    """
+    :return: the batch gradient estimates (10, P) in ``ALL_ESTIMATORS`` order, and per-step quantities for diagnostics
+    """
+    grads = episode_gradients(policy, episodes, gamma, values)
+    batch, rtg, full = grads["batch"], grads["rtg"], grads["full"]
+    g, h_rtg, s_v_rtg, s_v_full = grads["g"], grads["h_rtg"], grads["s_v_rtg"], grads["s_v_full"]
+    starts = batch.starts[:-1]
+    h_full = g * grads["returns"]  # R(tau_i) sum_t s_t
+    mean_full = th.as_tensor(leave_one_out_mean(full, batch.starts)[starts])[:, None]
+    mean_rtg = th.as_tensor(leave_one_out_mean(rtg, batch.starts)[starts])[:, None]
+    optimal = OptimalBaseline()
+    per_episode = {
+        ("full", "none"): h_full,
+        ("full", "mean"): h_full - mean_full * g,
+        ("full", "value"): h_full - s_v_full,
+        ("full", "optimal"): optimal.estimate(g, h_full),
+        ("rtg", "none"): h_rtg,
+        ("rtg", "mean"): h_rtg - mean_rtg * g,
+        ("rtg", "value"): h_rtg - s_v_rtg,
+        ("rtg", "optimal"): optimal.estimate(g, h_rtg),
+        ("full", "optimal*"): h_full - fixed_optimal["full"] * g,
+        ("rtg", "optimal*"): h_rtg - fixed_optimal["rtg"] * g,
+    }
+    estimates = th.stack([per_episode[key].mean(dim=0) for key in ALL_ESTIMATORS]).numpy()
+    extra = dict(rtg=rtg, full=full, v_rtg=grads["v_rtg"], v_full=grads["v_full"], lengths=np.diff(batch.starts))
+    return estimates, extra
+
+
+# ----- statistics ---------------------------------------------------------------------------------------------------
+
+
+def gram(x: np.ndarray) -> np.ndarray:
+    centred = x - x.mean(axis=0, keepdims=True)
+    return centred @ centred.T
+
+
+def bootstrap_traces(grams: list[np.ndarray], n_resamples: int, rng: np.random.Generator) -> np.ndarray:
+    """
+    Trace of the sample covariance of each estimator under the same bootstrap resamples of the batches.
+
+    :param grams: centred Gram matrix X X^T (B x B) of each estimator
+    :return: array (n_resamples, n_estimators)
+    """
+    n = grams[0].shape[0]
+    counts = rng.multinomial(n, np.full(n, 1.0 / n), size=n_resamples).astype(np.float64)  # (R, B)
+    out = np.empty((n_resamples, len(grams)))
+    for e, k in enumerate(grams):
+        # sum_j c_j K_jj - (1/n) c^T K c, over (n - 1): the resample's unbiased trace of covariance
+        quad = np.einsum("rb,bc,rc->r", counts, k, counts)
+        out[:, e] = (counts @ np.diag(k) - quad / n) / (n - 1)
+    return out
+
+
+def bias_statistics(
+    samples: np.ndarray, reference: np.ndarray, counts: np.ndarray, ref_counts: np.ndarray
+) -> dict[str, float]:
+    """
+    Bias of the mean of ``samples`` (B x P) against the mean of independent ``reference`` samples (R x P).
+
+    U = ||d||^2 - tr(S)/B - tr(S_ref)/R, d = difference of the means, is an unbiased estimate of ||bias||^2
+    (the subtracted terms are what sampling noise alone adds to ||d||^2). Its null distribution comes from a
+    bootstrap under "no bias": both sets are centred on their own mean, then batches and reference batches are
+    resampled with the multiplicities ``counts`` / ``ref_counts`` (resampling the uncentred data would add the
+    observed d to the bootstrap world and inflate the spread). z = U / sd(U*), p = P*(U* >= U).
+    Computed from Gram matrices, so each resample costs O(B^2), not O(B P).
+    """
+    b, r = len(samples), len(reference)
+    xc, rc = samples - samples.mean(axis=0), reference - reference.mean(axis=0)
+    k_xx, k_yy, k_xy = xc @ xc.T, rc @ rc.T, xc @ rc.T
+
+    def u_statistic(c: np.ndarray, c_ref: np.ndarray) -> np.ndarray:
+        # c: (n, B), c_ref: (n, R) multiplicities; every term is a quadratic form in them
+        mean_sq = np.einsum("nb,bc,nc->n", c, k_xx, c) / b**2
+        ref_sq = np.einsum("nr,rs,ns->n", c_ref, k_yy, c_ref) / r**2
+        cross = np.einsum("nb,br,nr->n", c, k_xy, c_ref) / (b * r)
+        tr_s = (c @ np.diag(k_xx) - mean_sq * b) / (b - 1)
+        tr_r = (c_ref @ np.diag(k_yy) - ref_sq * r) / (r - 1)
+        return mean_sq + ref_sq - 2 * cross - tr_s / b - tr_r / r
+
+    d = samples.mean(axis=0) - reference.mean(axis=0)
+    tr_s, tr_r = float(np.trace(k_xx)) / (b - 1), float(np.trace(k_yy)) / (r - 1)
+    u = float(d @ d) - tr_s / b - tr_r / r
+    null = u_statistic(counts, ref_counts)
+    se = float(np.std(null, ddof=1))
+    noise_only = math.sqrt(tr_s / b + tr_r / r)
+    ref_norm = float(np.linalg.norm(reference.mean(axis=0)))
+    return {
+        "bias_distance": float(np.linalg.norm(d)),
+        "bias_distance_noise_only": noise_only,
+        "bias_sq_estimate": u,
+        "bias_sq_se": se,
+        "bias_z": u / se if se > 0 else float("nan"),
+        "bias_p": float(np.mean(null >= u)),
+        "bias_relative": float(np.linalg.norm(d)) / ref_norm if ref_norm > 0 else float("nan"),
+        "reference_norm": ref_norm,
+    }
+
+
+def snapshot_statistics(estimates: np.ndarray, references: dict[str, np.ndarray], settings: Settings, rng) -> dict[str, Any]:
+    """
+    :param estimates: (B, 10, P) batch estimates in ``ALL_ESTIMATORS`` order
+    :param references: reference batch estimates per return mode ("full", "rtg"), each (R, P)
+    """
+    grams = [gram(estimates[:, e]) for e in range(len(ALL_ESTIMATORS))]
+    traces = np.array([np.trace(k) / (len(k) - 1) for k in grams])
+    boot = bootstrap_traces(grams, settings.bootstrap, rng)
+    n_batches, n_ref = estimates.shape[0], len(references["rtg"])
+    counts = rng.multinomial(n_batches, np.full(n_batches, 1.0 / n_batches), size=settings.bootstrap).astype(np.float64)
+    ref_counts = rng.multinomial(n_ref, np.full(n_ref, 1.0 / n_ref), size=settings.bootstrap).astype(np.float64)
+    rows = []
+    for e, (mode, baseline) in enumerate(ALL_ESTIMATORS):
+        row = {
+            "returns": mode,
+            "baseline": baseline,
+            "variance": float(traces[e]),
+            "variance_ci_low": float(np.percentile(boot[:, e], 2.5)),
+            "variance_ci_high": float(np.percentile(boot[:, e], 97.5)),
+        }
+        row.update(bias_statistics(estimates[:, e], references[mode], counts, ref_counts))
+        rows.append(row)
+
+    def ratio(a: tuple[str, str], b: tuple[str, str]) -> dict[str, Any]:
+        ia, ib = ALL_ESTIMATORS.index(a), ALL_ESTIMATORS.index(b)
+        values = boot[:, ia] / boot[:, ib]
+        low, high = np.percentile(values, [2.5, 97.5])
+        return {
+            "ratio": float(traces[ia] / traces[ib]),
+            "ci_low": float(low),
+            "ci_high": float(high),
+            # the issue's criterion: the two individual 95% CIs do not overlap
+            "cis_disjoint": bool(
+                rows[ia]["variance_ci_low"] > rows[ib]["variance_ci_high"]
+                or rows[ia]["variance_ci_high"] < rows[ib]["variance_ci_low"]
+            ),
+        }
+
+    checks = {}
+    for baseline in BASELINE_NAMES:
+        checks[f"full > rtg [{baseline}]"] = ratio(("full", baseline), ("rtg", baseline)) | {"expect": ">"}
+    for mode in RETURNS:
+        checks[f"none > mean [{mode}]"] = ratio((mode, "none"), (mode, "mean")) | {"expect": ">"}
+        checks[f"mean >= optimal [{mode}]"] = ratio((mode, "mean"), (mode, "optimal")) | {"expect": ">="}
+        checks[f"value < none [{mode}]"] = ratio((mode, "value"), (mode, "none")) | {"expect": "<"}
+        # diagnostic: the optimal constant fitted on separate episodes against the mean baseline
+        checks[f"mean >= optimal* [{mode}]"] = ratio((mode, "mean"), (mode, "optimal*")) | {"expect": ">="}
+    for check in checks.values():
+        if check["expect"] == ">":
+            check["holds"] = check["ci_low"] > 1.0
+        elif check["expect"] == "<":
+            check["holds"] = check["ci_high"] < 1.0
+        else:  # ">=": not significantly smaller
+            check["holds"] = check["ci_high"] >= 1.0
+    return {"rows": rows, "checks": checks}
+
+
+# ----- one snapshot -------------------------------------------------------------------------------------------------
+
+
+def run_snapshot(policy, env_id: str, settings: Settings, seed: int, progress: tqdm) -> dict[str, Any]:
+    """
+    :param seed: base seed of this snapshot; the three episode sets use seed + 1000, + 2000, + 3000 (make_vec_env
+        seeds environment i with seed + i, so the sets never share an environment seed)
+    """
+    gamma, n = settings.gamma, settings.episodes_per_batch
+    t0 = time.time()
+    progress.set_postfix_str(f"{env_id}: value fit")
+    value_episodes = sample_episodes(policy, env_id, settings.value_batches * n, seed + 1000, progress)
+    values = fit_value_functions(value_episodes, gamma, steps=300 if settings.quick else 3000, seed=seed)
+    fixed_optimal = fixed_optimal_baselines(policy, value_episodes, gamma)
+
+    progress.set_postfix_str(f"{env_id}: batches")
+    episodes = sample_episodes(policy, env_id, settings.batches * n, seed + 2000, progress)
+    reference_episodes = sample_episodes(policy, env_id, settings.reference_batches * n, seed + 3000, progress)
+    progress.set_postfix_str(f"{env_id}: gradients")
+    estimates, explained = [], {"rtg": [], "full": []}
+    targets_all, values_all = {"rtg": [], "full": []}, {"rtg": [], "full": []}
+    for b in range(settings.batches):
+        est, extra = batch_estimates(policy, episodes[b * n : (b + 1) * n], gamma, values, fixed_optimal)
+        estimates.append(est)
+        for mode in RETURNS:
+            targets_all[mode].append(extra[mode])
+            values_all[mode].append(extra[f"v_{mode}"])
+        progress.update(n)
+    reference = []
+    for b in range(settings.reference_batches):
+        est, _ = batch_estimates(policy, reference_episodes[b * n : (b + 1) * n], gamma, values, fixed_optimal)
+        reference.append(est[: len(ESTIMATORS)])
+        progress.update(n)
+    estimates_arr, reference_arr = np.array(estimates), np.array(reference)
+    if gamma == 1.0:
+        # one estimand: the reference is the mean over all eight estimators
+        common = reference_arr.mean(axis=1)
+        references = {mode: common for mode in RETURNS}
+    else:
+        references = {
+            mode: reference_arr[:, [e for e, key in enumerate(ESTIMATORS) if key[0] == mode]].mean(axis=1) for mode in RETURNS
+        }
+    for mode in RETURNS:
+        y, v = np.concatenate(targets_all[mode]), np.concatenate(values_all[mode])
+        explained[mode] = float(1 - np.var(y - v) / np.var(y)) if np.var(y) > 0 else float("nan")
+    # share of the variance of G_t explained by the time step t alone (a trend no state-only baseline can remove
+    # when the state does not contain the time)
+    rtg_all = np.concatenate(targets_all["rtg"])
+    t_index = np.concatenate([np.arange(len(ep)) for ep in episodes])
+    by_t = np.bincount(t_index, weights=rtg_all) / np.bincount(t_index)
+    time_explained = float(1 - np.var(rtg_all - by_t[t_index]) / np.var(rtg_all)) if np.var(rtg_all) > 0 else float("nan")
+    stats = snapshot_statistics(estimates_arr, references, settings, np.random.default_rng(seed))
+    returns = [float(ep.rewards.sum()) for ep in episodes]
+    stats.update(
+        {
+            "episode_return_mean": float(np.mean(returns)),
+            "episode_length_mean": float(np.mean([len(ep) for ep in episodes])),
+            "value_explained_variance": explained,
+            "rtg_variance_explained_by_time": time_explained,
+            "n_parameters": int(estimates_arr.shape[2]),
+            "seconds": time.time() - t0,
+        }
+    )
+    return stats
+
+
+# ----- output ---------------------------------------------------------------------------------------------------
+
+
+def write_outputs(results: dict[str, Any], out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    fields = [
+        "env",
+        "snapshot",
+        "returns",
+        "baseline",
+        "variance",
+        "variance_ci_low",
+        "variance_ci_high",
+        "bias_distance",
+        "bias_distance_noise_only",
+        "bias_sq_estimate",
+        "bias_sq_se",
+        "bias_z",
+        "bias_p",
+        "bias_relative",
+    ]
+    with open(out / "results.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+        writer.writeheader()
+        for key, snap in results["snapshots"].items():
+            env_id, snapshot = key.split("/")
+            for row in snap["rows"]:
+                writer.writerow({"env": env_id, "snapshot": snapshot, **row})
+    plot(results, out / "reinforce_variance.png")
+
+
+def plot(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    snaps = results["snapshots"]
+    fig, axes = plt.subplots(1, len(snaps), figsize=(4.2 * len(snaps), 4.0), squeeze=False)
+    width = 0.38
+    colors = {"full": "#d95f02", "rtg": "#1b9e77"}
+    labels = {"full": "full return R(τ)", "rtg": "reward-to-go G_t"}
+    for ax, (key, snap) in zip(axes[0], snaps.items(), strict=True):
+        names = BASELINE_NAMES + EXTRA_BASELINES
+        x = np.arange(len(names))
+        for j, mode in enumerate(RETURNS):
+            rows = [next(r for r in snap["rows"] if r["returns"] == mode and r["baseline"] == b) for b in names]
+            var = np.array([r["variance"] for r in rows])
+            err = np.array(
+                [[r["variance"] - r["variance_ci_low"] for r in rows], [r["variance_ci_high"] - r["variance"] for r in rows]]
+            )
+            ax.bar(x + (j - 0.5) * width, var, width, yerr=err, capsize=3, color=colors[mode], label=labels[mode])
+        ax.set_yscale("log")
+        ax.set_xticks(x, names)
+        ax.set_title(f"{key}\nmean return {snap['episode_return_mean']:.0f}", fontsize=10)
+        ax.grid(axis="y", alpha=0.3, which="both")
+    axes[0][0].set_ylabel("tr Cov of the batch gradient (log)")
+    axes[0][0].legend(fontsize=8)
+    s = results["settings"]
+    title = f"REINFORCE gradient variance: {s['batches']} batches of {s['episodes_per_batch']} episodes"
+    fig.suptitle(f"{title}, gamma={s['gamma']}, 95% bootstrap CIs", fontsize=10)
+    fig.text(
+        0.5,
+        0.01,
+        "optimal: the algorithm's leave-one-episode-out estimate of b_k = E[g_k h_k]/E[g_k^2] in each batch;"
+        " optimal*: the same b_k estimated once on separate episodes (diagnostic, not an algorithm option)",
+        ha="center",
+        fontsize=8,
+    )
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def print_table(results: dict[str, Any]) -> None:
+    print(f"{'snapshot':32s} {'returns':7s} {'baseline':8s} {'variance [95% CI]':>34s} {'bias z':>7s} {'|d|/|ref|':>9s}")
+    for key, snap in results["snapshots"].items():
+        for r in snap["rows"]:
+            ci = f"{r['variance']:.3g} [{r['variance_ci_low']:.3g}, {r['variance_ci_high']:.3g}]"
+            print(f"{key:32s} {r['returns']:7s} {r['baseline']:8s} {ci:>34s} {r['bias_z']:7.2f} {r['bias_relative']:9.3f}")
+        for name, c in snap["checks"].items():
+            ratio = f"ratio {c['ratio']:.3f} [{c['ci_low']:.3f}, {c['ci_high']:.3f}]"
+            print(f"    {name:26s} {ratio} holds={c['holds']} disjoint CIs={c['cis_disjoint']}")
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny smoke-test run (well under a minute), written to a temp dir"
+    )
+    parser.add_argument("--out", type=Path, default=None, help=f"output directory (default {DEFAULT_OUT})")
+    parser.add_argument("--batches", type=int, default=None, help="independent batches per estimator (default 200)")
+    parser.add_argument("--episodes-per-batch", type=int, default=None, help="episodes per batch (default 10)")
+    parser.add_argument(
+        "--gamma", type=float, default=1.0, help="discount (default 1: full return and reward-to-go share one estimand)"
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--plot-only", action="store_true", help="redraw the PNG and the table from <out>/results.json")
+    args = parser.parse_args(argv)
+    if args.plot_only:
+        out = args.out or DEFAULT_OUT
+        saved = json.loads((out / "results.json").read_text())
+        plot(saved, out / "reinforce_variance.png")
+        print_table(saved)
+        return saved
+
+    settings = Settings(gamma=args.gamma, seed=args.seed, quick=args.quick)
+    if args.quick:
+        settings = Settings(
+            batches=20,
+            reference_batches=10,
+            value_batches=3,
+            episodes_per_batch=4,
+            bootstrap=200,
+            gamma=args.gamma,
+            seed=args.seed,
+            quick=True,
+        )
+    if args.batches is not None:
+        settings.batches = settings.reference_batches = args.batches
+    if args.episodes_per_batch is not None:
+        settings.episodes_per_batch = args.episodes_per_batch
+    out = args.out or (Path(tempfile.mkdtemp(prefix="reinforce_variance_")) if args.quick else DEFAULT_OUT)
+
+    th.set_num_threads(1)
+    start = time.time()
+    n = settings.episodes_per_batch
+    per_snapshot = (settings.value_batches + 2 * (settings.batches + settings.reference_batches)) * n
+    results: dict[str, Any] = {
+        "command": "python benchmarks/reinforce_variance.py"
+        + (" " + " ".join(sys.argv[1:]) if argv is None and len(sys.argv) > 1 else ""),
+        "settings": vars(settings),
+        "environments": {k: {kk: vv for kk, vv in v.items() if kk != "quick_train_steps"} for k, v in ENVIRONMENTS.items()},
+        "versions": {"python": platform.python_version(), "torch": th.__version__, "numpy": np.__version__},
+        "snapshots": {},
+    }
+    with tqdm(total=len(ENVIRONMENTS) * 2 * per_snapshot, desc="episodes", unit="ep") as progress:
+        for env_id, spec in ENVIRONMENTS.items():
+            model = REINFORCE(
+                "MlpPolicy",
+                make_vec_env(env_id, n_envs=spec["n_envs"], seed=settings.seed),
+                seed=settings.seed,
+                **spec["kwargs"],
+            )
+            initial = copy.deepcopy(model.policy)
+            progress.set_postfix_str(f"{env_id}: training the snapshot")
+            train_steps = spec["quick_train_steps"] if settings.quick else spec["train_steps"]
+            model.learn(train_steps)
+            snapshots = {"initial": initial, f"trained_{train_steps // 1000}k": model.policy}
+            for k, (name, policy) in enumerate(snapshots.items()):
+                snapshot_seed = 100_000 * (settings.seed + 1) + 10_000 * (2 * list(ENVIRONMENTS).index(env_id) + k)
+                results["snapshots"][f"{env_id}/{name}"] = run_snapshot(policy, env_id, settings, snapshot_seed, progress)
+    results["seconds"] = time.time() - start
+    write_outputs(results, out)
+    print_table(results)
+    print(f"results: {out} ({results['seconds']:.0f} s)")
+    return results
+
+
+if __name__ == "__main__":
+    main()

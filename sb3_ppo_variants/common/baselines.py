@@ -1,0 +1,390 @@
+"""Monte-Carlo returns, baselines and per-episode gradients for REINFORCE.
+
+Notation. A batch holds N complete episodes tau_i with steps t = 0 .. T_i - 1; s_t = grad_theta log pi(a_t|s_t)
+is the score of one step. The policy-gradient estimate of one episode with per-step weights A_t is
+
+    ghat_i = sum_t s_t A_t,        and the update uses   ghat = (1/N) sum_i ghat_i.
+
+The *target* of a step is the discounted reward-to-go G_t = sum_{k>=t} gamma^(k-t) r_k (``reward_to_go=True``)
+or the whole-episode discounted return R(tau) = G_0 for every step (``reward_to_go=False``, the estimator
+before the causality argument). A baseline b is subtracted, A_t = target_t - b. Every baseline here is
+chosen so that it does not depend on the episode's own actions, so the estimator stays unbiased:
+
+- ``"none"``: b = 0.
+- ``"mean"``: b for the steps of episode i is the mean of the targets over all steps of the *other*
+  episodes of the batch (leave-one-episode-out batch mean; 0 if the batch has a single episode).
+  Including episode i's own return would shrink the expected gradient by about a factor (1 - 1/N).
+- ``"value"``: b = V(s_t), a learned state-value function regressed on the Monte-Carlo targets. It is
+  evaluated *before* it is fitted on the batch (the fit would otherwise see the episode's own returns).
+- ``"optimal"``: one constant per parameter k, minimising the variance of the k-th gradient component
+  (Greensmith et al. 2004; Peters & Schaal 2008). Writing g_i = sum_t s_t (the score of the episode) and
+  h_i = sum_t s_t target_t (the episode's no-baseline estimate), the estimate with baseline b_k is
+  h_ik - b_k g_ik, whose variance is minimised (E[g_k] = 0) by
+
+      b_k = E[g_k h_k] / E[g_k^2].
+
+  With full returns h_i = g_i R(tau_i) and this is the textbook b_k = E[g_k^2 R] / E[g_k^2]; with
+  reward-to-go it is the exact minimiser for the reward-to-go estimator (the same constant b_k
+  multiplies every step of the episode). Expectations are replaced by leave-one-episode-out batch
+  averages, b_ik = sum_{j != i} g_jk h_jk / sum_{j != i} g_jk^2, so b_i does not depend on episode i.
+
+Per-episode gradients are computed with one ``torch.autograd.grad`` call per episode (one forward pass
+over that episode's states each). ``torch.func.vmap`` over steps was measured too, but SB3's observation
+preprocessing (``F.one_hot`` on Discrete observations) and distribution argument checks are not vmappable,
+and the loop costs about one extra forward/backward over the batch plus ~0.4 ms per episode on CPU.
+"""
+
+from __future__ import annotations
+
+import math
+
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+import torch as th
+from stable_baselines3.common.policies import ActorCriticPolicy
+from torch.nn import functional as F
+
+from sb3_ppo_variants.common.episodes import EpisodeBatch, TensorObservation
+from sb3_ppo_variants.common.guards import nonfinite_step_skipped
+
+BASELINES = ("none", "mean", "value", "optimal")
+
+
+# ----- returns -----------------------------------------------------------------------------------
+
+
+def discounted_returns(
+    rewards: np.ndarray, gamma: float, reward_to_go: bool = True, bootstrap_value: float = 0.0
+) -> np.ndarray:
+    """
+    Monte-Carlo targets of one episode.
+
+    :param rewards: r_0 .. r_{T-1}
+    :param gamma: discount factor in (0, 1]
+    :param reward_to_go: True: G_t = sum_{k>=t} gamma^(k-t) r_k + gamma^(T-t) bootstrap_value for every t;
+        False: the whole-episode return G_0 for every step
+    :param bootstrap_value: value of the state after the last step (V(s_T) for a time-limit truncation
+        with a learned value, 0 for a terminal state or when the truncation is treated as the end)
+    :return: float64 array of shape (T,)
+    """
+    returns = np.empty(len(rewards), dtype=np.float64)
+    running = float(bootstrap_value)
+    for t in reversed(range(len(rewards))):
+        running = float(rewards[t]) + gamma * running
+        returns[t] = running
+    if not reward_to_go:
+        returns[:] = returns[0]
+    return returns
+
+
+def leave_one_out_mean(targets: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """
+    The ``"mean"`` baseline: for each step of episode i, the mean of ``targets`` over the steps of all other episodes.
+
+    :param targets: per-step targets of the batch, shape (n_steps,)
+    :param starts: episode boundaries (``EpisodeBatch.starts``)
+    :return: per-step baseline, shape (n_steps,) (zeros if the batch has one episode)
+    """
+    lengths = np.diff(starts)
+    sums = np.add.reduceat(targets, starts[:-1]) if len(targets) > 0 else np.zeros(0)
+    other_steps = len(targets) - lengths
+    other_sums = targets.sum() - sums
+    per_episode = np.divide(other_sums, other_steps, out=np.zeros_like(other_sums, dtype=np.float64), where=other_steps > 0)
+    return np.repeat(per_episode, lengths)
+
+
+def optimal_baseline(score_grads: th.Tensor, weighted_grads: th.Tensor, leave_one_out: bool = True) -> th.Tensor:
+    """
+    The variance-minimising constant baseline per parameter, b_k = E[g_k h_k] / E[g_k^2].
+
+    :param score_grads: g_i = sum_t grad log pi(a_t|s_t) of each episode, shape (N, P)
+    :param weighted_grads: h_i = sum_t target_t grad log pi(a_t|s_t) of each episode, shape (N, P)
+    :param leave_one_out: True: one baseline per episode from the other episodes, shape (N, P);
+        False: the plain batch estimate, shape (P,)
+    :return: the baseline (0 where the denominator vanishes)
+    """
+    g = score_grads.double()
+    gh = g * weighted_grads.double()
+    gg = g * g
+    if leave_one_out:
+        numerator = gh.sum(dim=0, keepdim=True) - gh
+        denominator = gg.sum(dim=0, keepdim=True) - gg
+    else:
+        numerator, denominator = gh.sum(dim=0), gg.sum(dim=0)
+    # relative guard: a denominator at rounding level of the sum means "no information" (e.g. a single episode)
+    tiny = 1e-12 * gg.sum(dim=0).clamp_min(1e-300)
+    safe = denominator > tiny
+    return th.where(safe, numerator / th.where(safe, denominator, th.ones_like(denominator)), th.zeros_like(numerator))
+
+
+# ----- per-episode gradients -----------------------------------------------------------------------
+
+
+def per_episode_gradients(
+    log_prob: Callable[[TensorObservation, th.Tensor], th.Tensor],
+    parameters: Sequence[th.nn.Parameter],
+    batch: EpisodeBatch,
+    weights: Sequence[th.Tensor],
+) -> list[th.Tensor]:
+    """
+    For each weight vector w, the per-episode weighted score sums sum_{t in episode i} w_t grad log pi(a_t|s_t).
+
+    :param log_prob: maps (observations, actions) of some steps to log pi(a|s) with gradient, shape (n,)
+    :param parameters: the parameters to differentiate (those log pi depends on)
+    :param batch: the episodes
+    :param weights: per-step weights, each of shape (n_steps,) (no gradient)
+    :return: one float32 tensor of shape (N, P) per weight vector, P = total size of ``parameters``
+    """
+    parameters = list(parameters)
+    n_params = sum(p.numel() for p in parameters)
+    device = parameters[0].device
+    rows = [th.zeros(batch.n_episodes, n_params, device=device) for _ in weights]
+    for i in range(batch.n_episodes):
+        steps = batch.episode_slice(i)
+        log_probs = log_prob(batch.observations_of(steps), batch.actions[steps])
+        for j, w in enumerate(weights):
+            grads = th.autograd.grad(
+                (log_probs * w[steps]).sum(), parameters, retain_graph=j < len(weights) - 1, allow_unused=True
+            )
+            flat = [(th.zeros_like(p) if g is None else g).reshape(-1) for g, p in zip(grads, parameters, strict=True)]
+            rows[j][i] = th.cat(flat)
+    return rows
+
+
+def covariance_trace(rows: th.Tensor) -> float:
+    """
+    :param rows: N samples of a random vector, shape (N, P)
+    :return: trace of their unbiased sample covariance, (1 / (N - 1)) sum_i ||x_i - mean x||^2 (NaN if N < 2)
+    """
+    if rows.shape[0] < 2:
+        return float("nan")
+    rows = rows.double()
+    centred = rows - rows.mean(dim=0, keepdim=True)
+    return float((centred * centred).sum() / (rows.shape[0] - 1))
+
+
+# ----- policy / value parameter split --------------------------------------------------------------
+
+
+def value_parameters(policy: ActorCriticPolicy) -> list[th.nn.Parameter]:
+    """
+    Parameters that only the value head uses: ``value_net``, the critic half of the MLP extractor and,
+    when the features extractor is not shared, the critic's features extractor. A shared features
+    extractor belongs to the policy: fitting the value baseline must not change the policy.
+
+    :param policy: an SB3 actor-critic policy
+    :return: the value head's parameters
+    """
+    modules: list[th.nn.Module] = [policy.value_net]
+    critic = getattr(policy.mlp_extractor, "value_net", None)
+    if isinstance(critic, th.nn.Module):
+        modules.append(critic)
+    if not policy.share_features_extractor:
+        modules.append(policy.vf_features_extractor)
+    seen: set[int] = set()
+    params = []
+    for module in modules:
+        for param in module.parameters():
+            if id(param) not in seen:
+                seen.add(id(param))
+                params.append(param)
+    return params
+
+
+def actor_parameters(policy: ActorCriticPolicy) -> list[th.nn.Parameter]:
+    """:return: the trainable parameters log pi(a|s) depends on (every parameter not in ``value_parameters``)"""
+    value_ids = {id(p) for p in value_parameters(policy)}
+    return [p for p in policy.parameters() if p.requires_grad and id(p) not in value_ids]
+
+
+# ----- baseline objects ------------------------------------------------------------------------------
+
+
+class Baseline:
+    """
+    A baseline for the REINFORCE estimator and its state. Holds no torch objects, so it is pickled with the
+    model by ``save``; the value network lives in the policy and its optimiser on the algorithm.
+
+    :ivar last_stats: scalars describing the baseline of the last update, logged under ``train/``
+    """
+
+    name: ClassVar[str]
+    #: one baseline per parameter (needs the per-episode gradients) instead of one per step
+    per_parameter: ClassVar[bool] = False
+    #: needs the learned state-value function (also enables time-limit bootstrapping)
+    uses_value_function: ClassVar[bool] = False
+
+    def __init__(self) -> None:
+        self.last_stats: dict[str, float] = {}
+
+    def per_step(self, targets: np.ndarray, batch: EpisodeBatch, values: np.ndarray | None) -> np.ndarray:
+        """
+        :param targets: per-step Monte-Carlo targets of the batch
+        :param batch: the episodes
+        :param values: V(s_t) of the batch states before the value fit (value baseline only)
+        :return: the baseline b_t of every step
+        """
+        raise NotImplementedError
+
+    def _record(self, baseline: np.ndarray | th.Tensor) -> None:
+        baseline = np.asarray(baseline.detach().cpu() if isinstance(baseline, th.Tensor) else baseline, dtype=np.float64)
+        if baseline.size > 0:
+            self.last_stats = {"baseline_mean": float(baseline.mean()), "baseline_std": float(baseline.std())}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class NoBaseline(Baseline):
+    """b = 0: vanilla REINFORCE."""
+
+    name = "none"
+
+    def per_step(self, targets: np.ndarray, batch: EpisodeBatch, values: np.ndarray | None) -> np.ndarray:
+        self.last_stats = {}
+        return np.zeros_like(targets)
+
+
+class MeanBaseline(Baseline):
+    """
+    Leave-one-episode-out batch mean of the targets (see the module docstring).
+
+    :ivar batch_mean: mean of the targets over every step of the last batch (for inspection)
+    """
+
+    name = "mean"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batch_mean = 0.0
+
+    def per_step(self, targets: np.ndarray, batch: EpisodeBatch, values: np.ndarray | None) -> np.ndarray:
+        self.batch_mean = float(targets.mean())
+        baseline = leave_one_out_mean(targets, batch.starts)
+        self._record(baseline)
+        return baseline
+
+
+class ValueBaseline(Baseline):
+    """
+    Learned V(s) (the value head of the actor-critic policy), regressed on the Monte-Carlo targets with
+    its own optimiser: ``n_epochs`` passes over the batch in shuffled minibatches of ``batch_size`` (MSE loss).
+
+    :param n_epochs: passes over the batch per update
+    :param batch_size: minibatch size of the regression (None: the whole batch)
+    :param max_grad_norm: gradient clipping of the regression (None: none)
+    :ivar last_value_loss: mean MSE over the regression minibatches of the last update
+    :ivar last_explained_variance: explained variance of the targets by V before the last fit
+    :ivar n_fits: number of regressions done
+    """
+
+    name = "value"
+    uses_value_function = True
+
+    def __init__(self, n_epochs: int = 5, batch_size: int | None = 64, max_grad_norm: float | None = None) -> None:
+        super().__init__()
+        self.n_epochs = n_epochs
+        self.batch_size = batch_size
+        self.max_grad_norm = max_grad_norm
+        self.last_value_loss = float("nan")
+        self.last_explained_variance = float("nan")
+        self.n_fits = 0
+
+    def per_step(self, targets: np.ndarray, batch: EpisodeBatch, values: np.ndarray | None) -> np.ndarray:
+        assert values is not None, "the value baseline needs V(s) of the batch states"
+        self._record(values)
+        return values
+
+    def fit(
+        self,
+        predict: Callable[[TensorObservation], th.Tensor],
+        parameters: Sequence[th.nn.Parameter],
+        optimizer: th.optim.Optimizer,
+        batch: EpisodeBatch,
+        targets: np.ndarray,
+    ) -> float:
+        """
+        Regress V on the targets. Minibatch order is drawn from NumPy's global generator (seeded by SB3).
+
+        :param predict: maps observations to V(s), shape (n,)
+        :param parameters: the value head's parameters (for gradient clipping)
+        :param optimizer: the value optimiser
+        :param batch: the episodes
+        :param targets: the Monte-Carlo targets of every step
+        :return: mean regression loss over the minibatches
+        """
+        device = batch.actions.device
+        target_tensor = th.as_tensor(targets, dtype=th.float32, device=device)
+        n_steps = batch.n_steps
+        batch_size = n_steps if self.batch_size is None else self.batch_size
+        losses = []
+        for _ in range(self.n_epochs):
+            indices = th.as_tensor(np.random.permutation(n_steps), device=device)
+            for start in range(0, n_steps, batch_size):
+                idx = indices[start : start + batch_size]
+                loss = F.mse_loss(predict(batch.observations_of(idx)), target_tensor[idx])
+                optimizer.zero_grad()
+                loss.backward()
+                max_norm = math.inf if self.max_grad_norm is None else self.max_grad_norm  # inf: norm only, no clipping
+                grad_norm = th.nn.utils.clip_grad_norm_(parameters, max_norm)
+                # Numerical guard: a NaN target must not reach the value head's weights
+                if nonfinite_step_skipped(self, loss, grad_norm, optimizer):
+                    continue
+                optimizer.step()
+                losses.append(loss.item())
+        self.n_fits += 1
+        self.last_value_loss = float(np.mean(losses)) if losses else float("nan")
+        return self.last_value_loss
+
+    def __repr__(self) -> str:
+        return f"ValueBaseline(n_epochs={self.n_epochs}, batch_size={self.batch_size})"
+
+
+class OptimalBaseline(Baseline):
+    """
+    Variance-minimising constant baseline per parameter, b_k = E[g_k h_k] / E[g_k^2] (module docstring),
+    estimated leave-one-episode-out from the per-episode gradients of the batch.
+
+    :ivar last_baseline: the plain (not leave-one-out) batch estimate of b of the last update, float32 numpy
+        array with one entry per policy parameter, for inspection
+    """
+
+    name = "optimal"
+    per_parameter = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.last_baseline: np.ndarray | None = None
+
+    def per_step(self, targets: np.ndarray, batch: EpisodeBatch, values: np.ndarray | None) -> np.ndarray:
+        raise TypeError("the optimal baseline is one constant per parameter, not per step: use estimate()")
+
+    def estimate(self, score_grads: th.Tensor, weighted_grads: th.Tensor) -> th.Tensor:
+        """
+        :param score_grads: g_i per episode, shape (N, P)
+        :param weighted_grads: h_i per episode, shape (N, P)
+        :return: per-episode estimates h_i - b_i * g_i with the leave-one-out baseline b_i, shape (N, P)
+        """
+        self.last_baseline = optimal_baseline(score_grads, weighted_grads, leave_one_out=False).float().cpu().numpy()
+        self._record(self.last_baseline)
+        baseline = optimal_baseline(score_grads, weighted_grads, leave_one_out=True)
+        return (weighted_grads.double() - baseline * score_grads.double()).to(score_grads.dtype)
+
+
+def make_baseline(name: str, **kwargs: Any) -> Baseline:
+    """
+    :param name: one of ``BASELINES``
+    :param kwargs: options of the value baseline (``n_epochs``, ``batch_size``, ``max_grad_norm``), ignored by the others
+    :return: a fresh baseline object
+    """
+    if name == "none":
+        return NoBaseline()
+    if name == "mean":
+        return MeanBaseline()
+    if name == "value":
+        return ValueBaseline(**kwargs)
+    if name == "optimal":
+        return OptimalBaseline()
+    raise ValueError(f"baseline must be one of {BASELINES}, got {name!r}")
