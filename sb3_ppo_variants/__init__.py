@@ -4,6 +4,7 @@ import os
 
 from sb3_ppo_variants.ppo_clip import PPOClip
 from sb3_ppo_variants.ppo_kl import PPOKL
+from sb3_ppo_variants.reinforce import REINFORCE
 from sb3_ppo_variants.trpo_kl import TRPOKL
 
 # Read version from file
@@ -11,4 +12,4 @@ version_file = os.path.join(os.path.dirname(__file__), "version.txt")
 with open(version_file) as file_handler:
     __version__ = file_handler.read().strip()
 
-__all__ = ["PPOKL", "TRPOKL", "PPOClip", "__version__"]
+__all__ = ["PPOKL", "REINFORCE", "TRPOKL", "PPOClip", "__version__"]

@@ -48,5 +48,5 @@ def test_clip_fractions_split_low_and_high():
 
 
 def test_clip_range_none_rejected():
-    with pytest.raises(TypeError, match=r"clip_range must be a positive number or a schedule \(callable\), got None"):
+    with pytest.raises(TypeError, match=r"clip_range must be a positive finite number or a schedule \(callable\), got None"):
         PPOClip("MlpPolicy", "CartPole-v1", clip_range=None)

@@ -14,7 +14,7 @@ import torch as th
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sb3_ppo_variants import PPOKL, TRPOKL, PPOClip
+from sb3_ppo_variants import PPOKL, REINFORCE, TRPOKL, PPOClip
 
 EXAMPLES = 200
 
@@ -88,6 +88,20 @@ TRPO_ARGS = COMMON | {
     "target_kl": (floats(1e-4, 0.1), bad_floats(below=0.0)),
     "sub_sampling_factor": (ints(1, 4), bad_ints(1)),
 }
+REINFORCE_ARGS = {k: v for k, v in COMMON.items() if k not in ("batch_size", "gae_lambda")} | {
+    "n_steps": (ints(8, 128), st.one_of(st.integers(-10, 0), st.sampled_from([1.5, True]), junk)),
+    "gamma": (floats(0.01, 1.0), bad_floats(below=0.0, above=1.0, open_low=True)),
+    "reward_to_go": (st.booleans(), st.sampled_from([0, "no", None])),
+    "baseline": (st.sampled_from(["none", "mean", "value", "optimal"]), st.sampled_from(["median", "", None, 0])),
+    "ent_coef": (floats(-0.1, 0.1), st.one_of(nan_inf, junk)),
+    "max_grad_norm": (
+        st.one_of(st.none(), floats(0.01, 10.0), st.just(math.inf)),
+        st.one_of(floats(-1e6, 0.0), st.sampled_from([math.nan, -math.inf, True]), junk),
+    ),
+    "value_learning_rate": (floats(1e-5, 1e-2), bad_floats(below=0.0, open_low=True)),
+    "n_value_epochs": (ints(1, 3), bad_ints(1)),
+    "value_batch_size": (st.one_of(st.none(), ints(1, 64)), bad_ints(1)),
+}
 # PPOKL's kl_controller only reads the arguments of the chosen controller
 CONTROLLER_ARGS = {"adaptive": {"kl_tolerance", "kl_factor"}, "fixed": set(), "proportional": {"kl_gain"}}
 
@@ -137,6 +151,8 @@ def check(algo, env_id, kwargs, invalid, guard):
     base = dict(policy_kwargs=dict(net_arch=[8]))
     if algo is TRPOKL:
         base |= dict(n_steps=16, batch_size=16, cg_max_steps=3)
+    elif algo is REINFORCE:
+        base |= dict(n_steps=64)
     else:
         base |= dict(n_steps=16, batch_size=8, n_epochs=1)
     if invalid:
@@ -168,6 +184,12 @@ def test_ppo_clip_arguments(drawn, no_env_before_validation):
 @given(drawn=arguments(PPO_KL_ARGS))
 def test_ppo_kl_arguments(drawn, no_env_before_validation):
     check(PPOKL, "Pendulum-v1", *drawn, no_env_before_validation)
+
+
+@COMMON_SETTINGS
+@given(drawn=arguments(REINFORCE_ARGS))
+def test_reinforce_arguments(drawn, no_env_before_validation):
+    check(REINFORCE, "CartPole-v1", *drawn, no_env_before_validation)
 
 
 @COMMON_SETTINGS
@@ -228,6 +250,12 @@ def test_ppo_kl_zoo_entries(drawn, no_env_before_validation):
 @given(drawn=zoo_entries(PPO_ARGS))
 def test_ppo_clip_zoo_entries(drawn, no_env_before_validation):
     check_zoo_entry(PPOClip, "ppo_clip", "CartPole-v1", *drawn, no_env_before_validation)
+
+
+@COMMON_SETTINGS
+@given(drawn=zoo_entries(REINFORCE_ARGS))
+def test_reinforce_zoo_entries(drawn, no_env_before_validation):
+    check_zoo_entry(REINFORCE, "reinforce", "CartPole-v1", *drawn, no_env_before_validation)
 
 
 @COMMON_SETTINGS

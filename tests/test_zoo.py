@@ -97,6 +97,21 @@ def test_optuna_sampler_covers_kl_settings():
     assert HYPERPARAMS_CONVERTER["ppo_kl"](trial.params)["kl_controller"] == kwargs["kl_controller"]
 
 
+def test_reinforce_sampler_samples_the_baseline_and_has_its_own_converter():
+    register()
+    from rl_zoo3.hyperparams_opt import HYPERPARAMS_CONVERTER, HYPERPARAMS_SAMPLER
+
+    from sb3_ppo_variants import REINFORCE
+
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(5):
+        trial = study.ask()
+        kwargs = HYPERPARAMS_SAMPLER["reinforce"](trial, 2, 1, {})
+        assert kwargs["baseline"] in ("none", "mean", "value", "optimal") and "gae_lambda" not in kwargs
+        assert HYPERPARAMS_CONVERTER["reinforce"](trial.params) == kwargs
+        REINFORCE("MlpPolicy", "CartPole-v1", **kwargs)  # a valid configuration
+
+
 @pytest.mark.parametrize("algo", sorted(ZOO_ALGOS))
 def test_hyperparams_file_entries_are_valid(algo):
     from sb3_ppo_variants.zoo.registration import importlib
@@ -151,7 +166,7 @@ def test_optimize_with_sqlite_storage_then_enjoy(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("algo", ["ppo_kl", "ppo_clip", "trpo_kl"])
+@pytest.mark.parametrize("algo", ["ppo_kl", "ppo_clip", "trpo_kl", "reinforce"])
 def test_unchanged_zoo_train_reaches_475_on_cartpole(tmp_path, algo):
     run(["-m", "rl_zoo3.train", "--algo", algo, "--env", "CartPole-v1", "--seed", "0", "-f", "logs"], cwd=tmp_path)
     assert last_evaluation(tmp_path / "logs", algo, "CartPole-v1") >= 475

@@ -3,14 +3,17 @@
 - ``nonfinite_step_skipped``: call it after ``backward()`` and gradient clipping; when the loss or the
   gradient norm is NaN/inf it zeroes the gradients, warns, counts the skip, and tells the caller not to
   call ``optimizer.step()``.
-- ``GuardedRollouts``: a mixin for ``OnPolicyAlgorithm`` subclasses; when the policy crashes on a
-  non-finite observation during collection (torch refuses NaN distribution parameters), the error is
-  re-raised with a message that says what happened and how to find the source (SB3's ``VecCheckNan``).
+- ``nonfinite_observation_guard`` (and the ``GuardedRollouts`` mixin that applies it to SB3's
+  ``collect_rollouts``): when the policy crashes on a non-finite observation during collection (torch
+  refuses NaN distribution parameters), the error is re-raised with a message that says what happened
+  and how to find the source (SB3's ``VecCheckNan``).
 """
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -44,18 +47,25 @@ def _has_nonfinite(observation: Any) -> bool:
     return np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all()
 
 
+@contextmanager
+def nonfinite_observation_guard(algorithm: OnPolicyAlgorithm) -> Iterator[None]:
+    """Re-raise a ValueError of rollout collection with a clear message when the last observation is not finite."""
+    try:
+        yield
+    except ValueError as error:
+        if algorithm._last_obs is not None and _has_nonfinite(algorithm._last_obs):
+            raise ValueError(
+                f"{type(algorithm).__name__}: the environment returned a non-finite observation (NaN or inf) at "
+                f"timestep {algorithm.num_timesteps}; the policy cannot act on it. Training stopped before any update "
+                "used it (the weights are unchanged). Wrap the env in "
+                "stable_baselines3.common.vec_env.VecCheckNan(env, raise_exception=True) to find the step."
+            ) from error
+        raise
+
+
 class GuardedRollouts(OnPolicyAlgorithm):
     """Mixin: a clear error when rollout collection fails on a non-finite observation."""
 
     def collect_rollouts(self, *args: Any, **kwargs: Any) -> bool:
-        try:
+        with nonfinite_observation_guard(self):
             return super().collect_rollouts(*args, **kwargs)
-        except ValueError as error:
-            if self._last_obs is not None and _has_nonfinite(self._last_obs):
-                raise ValueError(
-                    f"{type(self).__name__}: the environment returned a non-finite observation (NaN or inf) at "
-                    f"timestep {self.num_timesteps}; the policy cannot act on it. Training stopped before any update "
-                    "used it (the weights are unchanged). Wrap the env in "
-                    "stable_baselines3.common.vec_env.VecCheckNan(env, raise_exception=True) to find the step."
-                ) from error
-            raise

@@ -72,10 +72,11 @@ def check_schedule(name: str, value: Any, allow_none: bool = False) -> None:
                 f"{name} must be a schedule whose initial value {name}(1.0) is a positive number, got {initial!r}"
             )
         return
+    allowed = "a positive finite number or a schedule (callable)" + (" or None" if allow_none else "")
     if not _is_number(value):
-        suffix = " or None" if allow_none else ""
-        raise TypeError(f"{name} must be a positive number or a schedule (callable){suffix}, got {value!r}")
-    check_float(name, value, low=0.0, low_open=True)
+        raise TypeError(f"{name} must be {allowed}, got {value!r}")
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be {allowed}, got {value!r}")
 
 
 def check_bool(name: str, value: Any) -> None:

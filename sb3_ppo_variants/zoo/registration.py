@@ -23,6 +23,7 @@ from typing import Any
 
 # zoo key -> (module, class name); the class name is the key in CapWords, acronyms upper-case
 ZOO_ALGOS: dict[str, tuple[str, str]] = {
+    "reinforce": ("sb3_ppo_variants.reinforce", "REINFORCE"),
     "ppo_kl": ("sb3_ppo_variants.ppo_kl", "PPOKL"),
     "ppo_clip": ("sb3_ppo_variants.ppo_clip", "PPOClip"),
     "trpo_kl": ("sb3_ppo_variants.trpo_kl", "TRPOKL"),

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 import optuna
+from torch import nn
 from rl_zoo3.hyperparams_opt import convert_onpolicy_params, sample_ppo_params, sample_trpo_params
 
 
@@ -59,13 +60,55 @@ def sample_ppo_kl_params(trial: optuna.Trial, n_actions: int, n_envs: int, addit
     )
 
 
+def convert_reinforce_params(sampled_params: dict[str, Any]) -> dict[str, Any]:
+    """
+    Converter for REINFORCE (rl-zoo3's on-policy converter assumes ``gae_lambda``, which REINFORCE has not).
+
+    :param sampled_params: a trial's raw parameters
+    :return: keyword arguments for REINFORCE
+    """
+    hyperparams = dict(sampled_params)
+    hyperparams["gamma"] = 1 - hyperparams.pop("one_minus_gamma")
+    hyperparams["n_steps"] = 2 ** hyperparams.pop("n_steps_pow")
+    net_arch = {"tiny": dict(pi=[64], vf=[64]), "small": dict(pi=[64, 64], vf=[64, 64])}[hyperparams.pop("net_arch")]
+    activation_fn = {"tanh": nn.Tanh, "relu": nn.ReLU}[hyperparams.pop("activation_fn")]
+    return {"policy_kwargs": {"net_arch": net_arch, "activation_fn": activation_fn}, **hyperparams}
+
+
+def sample_reinforce_params(trial: optuna.Trial, n_actions: int, n_envs: int, additional_args: dict) -> dict[str, Any]:
+    """
+    Sampler for REINFORCE: batch size in transitions of complete episodes, learning rates, discount,
+    the baseline (and the value baseline's fitting), reward-to-go and advantage normalisation.
+
+    :param trial: the Optuna trial
+    :return: keyword arguments for REINFORCE
+    """
+    sampled = {
+        "n_steps_pow": trial.suggest_int("n_steps_pow", 9, 14),
+        "one_minus_gamma": trial.suggest_float("one_minus_gamma", 0.0001, 0.05, log=True),
+        "learning_rate": trial.suggest_float("learning_rate", 1e-4, 1e-2, log=True),
+        "baseline": trial.suggest_categorical("baseline", ["none", "mean", "value", "optimal"]),
+        "reward_to_go": trial.suggest_categorical("reward_to_go", [True, False]),
+        "normalize_advantage": trial.suggest_categorical("normalize_advantage", [True, False]),
+        "value_learning_rate": trial.suggest_float("value_learning_rate", 1e-4, 1e-2, log=True),
+        "n_value_epochs": trial.suggest_int("n_value_epochs", 1, 10),
+        "net_arch": trial.suggest_categorical("net_arch", ["tiny", "small"]),
+        "activation_fn": trial.suggest_categorical("activation_fn", ["tanh", "relu"]),
+    }
+    trial.set_user_attr("gamma", 1 - sampled["one_minus_gamma"])
+    trial.set_user_attr("n_steps", 2 ** sampled["n_steps_pow"])
+    return convert_reinforce_params(sampled)
+
+
 # PPOClip and TRPOKL are SB3 PPO's and sb3-contrib TRPO's maths: rl-zoo3's search spaces and converter apply unchanged
 SAMPLERS: dict[str, Callable[..., dict[str, Any]]] = {
+    "reinforce": sample_reinforce_params,
     "ppo_kl": sample_ppo_kl_params,
     "ppo_clip": sample_ppo_params,
     "trpo_kl": sample_trpo_params,
 }
 CONVERTERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    "reinforce": convert_reinforce_params,
     "ppo_kl": convert_onpolicy_params,
     "ppo_clip": convert_onpolicy_params,
     "trpo_kl": convert_onpolicy_params,
