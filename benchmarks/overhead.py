@@ -13,6 +13,7 @@ the repetition and the median and interquartile range over repetitions are repor
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import time
 from pathlib import Path
@@ -65,6 +66,9 @@ def run(repetitions: int, updates: dict[str, int], envs: list[str]) -> list[dict
     with tqdm(total=len(jobs) * repetitions, desc="overhead") as progress:
         for env_id, (name, ours, key, reference) in jobs:
             entry, kwargs = settings(key, env_id)
+            # an entry borrowed from another key (the paper's settings in ppo_kl.yml) may carry its own arguments
+            accepted = inspect.signature(ours).parameters
+            kwargs = {k: v for k, v in kwargs.items() if k in accepted}
             reference_kwargs = {k: v for k, v in kwargs.items() if not k.startswith(OUR_ONLY)}
             ratios: dict[str, list[float]] = {level: [] for level in LEVELS}
             seconds: dict[str, list[float]] = {level: [] for level in ("reference", *LEVELS)}

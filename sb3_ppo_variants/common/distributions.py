@@ -12,6 +12,7 @@ for SB3's squashed (tanh) Gaussian and for gSDE, whose ``distribution`` is the p
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch as th
@@ -88,7 +89,7 @@ class DistributionSnapshot:
         :param distribution: an SB3 distribution with analytic KL (see ``has_analytic_kl``)
         :return: the snapshot (tensors detached, so later updates of the policy do not change it)
         """
-        torch_dist = distribution.distribution
+        torch_dist: Any = distribution.distribution  # a torch Distribution, or a list of Categorical
         if isinstance(torch_dist, Normal):
             return cls("normal", (torch_dist.loc.detach(), torch_dist.scale.detach()))
         if isinstance(torch_dist, Categorical):
@@ -115,9 +116,9 @@ class DistributionSnapshot:
             (gradients flow through it, not through the snapshot)
         :return: tensor of shape (batch,)
         """
-        new = distribution.distribution
+        new: Any = distribution.distribution  # a torch Distribution, or a list of them (multi-categorical)
         if self.kind == "normal":
-            return kl_divergence(Normal(*self.params), new).sum(dim=-1)
+            return kl_divergence(Normal(self.params[0], self.params[1]), new).sum(dim=-1)
         if self.kind == "categorical":
             return kl_divergence(Categorical(logits=self.params[0]), new)
         if self.kind == "bernoulli":

@@ -83,7 +83,7 @@ def sample_reinforce_params(trial: optuna.Trial, n_actions: int, n_envs: int, ad
     :param trial: the Optuna trial
     :return: keyword arguments for REINFORCE
     """
-    sampled = {
+    sampled: dict[str, Any] = {
         "n_steps_pow": trial.suggest_int("n_steps_pow", 9, 14),
         "one_minus_gamma": trial.suggest_float("one_minus_gamma", 0.0001, 0.05, log=True),
         "learning_rate": trial.suggest_float("learning_rate", 1e-4, 1e-2, log=True),
