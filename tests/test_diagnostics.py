@@ -18,7 +18,6 @@ from sb3_ppo_variants.common.diagnostics import (
     RatioStatistics,
     approx_kl_k3,
     check_diagnostics_level,
-    clip_fractions,
     effective_sample_size,
     grad_snr,
 )
@@ -41,12 +40,14 @@ def test_effective_sample_size_by_hand():
 
 
 def test_clip_fractions_by_hand():
-    ratio = th.tensor([0.7, 0.85, 1.0, 1.1, 1.25, 1.5])
-    total, low, high = clip_fractions(ratio, 0.2)
-    # below 0.8: 0.7; above 1.2: 1.25, 1.5
-    assert low.item() == pytest.approx(1 / 6)
-    assert high.item() == pytest.approx(2 / 6)
-    assert total.item() == pytest.approx(3 / 6)
+    stats = RatioStatistics()
+    stats.add(th.tensor([0.7, 0.85, 1.0, 1.1, 1.25, 1.5]))
+    stats.add(th.tensor([0.79, 1.0]))
+    summary = stats.summary(clip_range=0.2)
+    # minibatch 1: below 0.8: 0.7 (1/6); above 1.2: 1.25, 1.5 (2/6); minibatch 2: 1/2 below, none above
+    assert summary["clip_fraction_low"] == pytest.approx((1 / 6 + 1 / 2) / 2)
+    assert summary["clip_fraction_high"] == pytest.approx((2 / 6 + 0) / 2)
+    assert "clip_fraction_low" not in stats.summary()
 
 
 def test_grad_snr_by_hand():

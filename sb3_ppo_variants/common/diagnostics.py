@@ -50,20 +50,6 @@ def effective_sample_size(weights: th.Tensor) -> th.Tensor:
     return weights.sum() ** 2 / (weights.numel() * (weights**2).sum())
 
 
-def clip_fractions(ratio: th.Tensor, clip_range: float) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
-    """
-    Fractions of importance ratios outside the clip interval [1 - eps, 1 + eps].
-
-    :param ratio: importance ratios
-    :param clip_range: eps
-    :return: (total, low, high): |r - 1| > eps (SB3's ``clip_fraction``), r < 1 - eps, r > 1 + eps
-    """
-    total = th.mean((th.abs(ratio - 1) > clip_range).float())
-    low = th.mean((ratio < 1 - clip_range).float())
-    high = th.mean((ratio > 1 + clip_range).float())
-    return total, low, high
-
-
 def flat_grad(parameters: Iterable[th.nn.Parameter]) -> th.Tensor:
     """
     :param parameters: parameters whose ``.grad`` were filled by ``backward()``
@@ -77,14 +63,15 @@ class GradientStatistics:
     Streaming statistics of the gradient vectors g_1..g_m of the minibatches of one update.
 
     ``snr`` = ||mean g||^2 / mean ||g_i - mean g||^2: how much of the gradient is signal shared by all
-    minibatches versus minibatch-to-minibatch noise. Kept in float64 with O(number of parameters) memory.
+    minibatches versus minibatch-to-minibatch noise. Accumulated in float64 with O(number of parameters)
+    memory and a few tensor operations per minibatch; read once at the end (no device sync per minibatch).
     """
 
     def __init__(self) -> None:
         self.count = 0
         self.sum: th.Tensor | None = None
-        self.sum_sq_norm = 0.0
-        self.norms: list[float] = []
+        self.sum_sq_norm: th.Tensor | float = 0.0
+        self.norms: list[float | th.Tensor] = []
 
     def add(self, gradient: th.Tensor | None = None, norm: float | th.Tensor | None = None) -> None:
         """
@@ -92,14 +79,16 @@ class GradientStatistics:
         :param norm: its global norm before clipping (for ``grad_norm``); computed from ``gradient`` if omitted
         """
         if gradient is not None:
-            gradient = gradient.double()
-            self.sum = gradient.clone() if self.sum is None else self.sum + gradient
-            self.sum_sq_norm += float(gradient @ gradient)
+            if self.sum is None:
+                self.sum = gradient.detach().to(th.float64, copy=True)
+            else:
+                self.sum.add_(gradient.detach())
+            self.sum_sq_norm = self.sum_sq_norm + th.dot(gradient, gradient).double()
             self.count += 1
             if norm is None:
                 norm = gradient.norm()
         if norm is not None:
-            self.norms.append(float(norm))
+            self.norms.append(norm.detach() if isinstance(norm, th.Tensor) else norm)
 
     def snr(self) -> float:
         """:return: the gradient signal-to-noise ratio, NaN with fewer than two gradients"""
@@ -107,14 +96,14 @@ class GradientStatistics:
             return float("nan")
         mean = self.sum / self.count
         signal = float(mean @ mean)
-        noise = self.sum_sq_norm / self.count - signal
+        noise = float(self.sum_sq_norm) / self.count - signal
         if noise <= 0.0:
             return float("inf")
         return signal / noise
 
     def mean_norm(self) -> float:
         """:return: mean global gradient norm over the minibatches, NaN if none"""
-        return float(np.mean(self.norms)) if self.norms else float("nan")
+        return float(np.mean([float(norm) for norm in self.norms])) if self.norms else float("nan")
 
 
 def grad_snr(gradients: Iterable[th.Tensor]) -> float:
@@ -130,47 +119,44 @@ def grad_snr(gradients: Iterable[th.Tensor]) -> float:
 
 class RatioStatistics:
     """
-    Importance ratio statistics pooled over every sample of every minibatch of one update
-    (mean, population std, min, max), plus the mean over minibatches of each minibatch's ESS.
-    Tensors are accumulated and read once at the end, to avoid a device sync per minibatch.
+    Importance ratio statistics pooled over every sample of every minibatch of one update (mean,
+    population std, min, max), the mean over minibatches of each minibatch's ESS and, given a clip range,
+    the mean over minibatches of the fractions clipped below 1 - eps and above 1 + eps.
+    ``add`` only keeps a reference to the (detached) ratios; everything is computed once, in ``summary``.
     """
 
     def __init__(self) -> None:
-        self._sums: list[th.Tensor] = []  # per minibatch: (n, sum r, sum r^2, min r, max r, ess)
+        self._ratios: list[th.Tensor] = []
 
     def add(self, ratio: th.Tensor) -> None:
-        """:param ratio: importance ratios of one minibatch (no gradient needed)"""
-        ratio = ratio.detach().double().reshape(-1)
-        if ratio.numel() == 0:
-            return
-        self._sums.append(
-            th.stack(
-                [
-                    th.tensor(float(ratio.numel()), dtype=th.float64, device=ratio.device),
-                    ratio.sum(),
-                    (ratio**2).sum(),
-                    ratio.min(),
-                    ratio.max(),
-                    effective_sample_size(ratio),
-                ]
-            )
-        )
+        """:param ratio: importance ratios of one minibatch"""
+        if ratio.numel() > 0:
+            self._ratios.append(ratio.detach().reshape(-1))
 
-    def summary(self) -> dict[str, float]:
-        """:return: ``ratio_mean``, ``ratio_std``, ``ratio_min``, ``ratio_max``, ``ess`` (empty if no data)"""
-        if not self._sums:
+    def summary(self, clip_range: float | None = None) -> dict[str, float]:
+        """
+        :param clip_range: eps, to add ``clip_fraction_low`` and ``clip_fraction_high``
+        :return: ``ratio_mean``, ``ratio_std``, ``ratio_min``, ``ratio_max``, ``ess`` (empty if no data)
+        """
+        if not self._ratios:
             return {}
-        table = th.stack(self._sums).cpu().numpy()
-        n = table[:, 0].sum()
-        mean = table[:, 1].sum() / n
-        var = max(table[:, 2].sum() / n - mean**2, 0.0)
-        return {
-            "ratio_mean": float(mean),
-            "ratio_std": float(np.sqrt(var)),
-            "ratio_min": float(table[:, 3].min()),
-            "ratio_max": float(table[:, 4].max()),
-            "ess": float(table[:, 5].mean()),
+        ratios = th.cat(self._ratios).double().cpu().numpy()
+        starts = np.cumsum([0] + [len(r) for r in self._ratios[:-1]])
+        sizes = np.array([len(r) for r in self._ratios], dtype=np.float64)
+        sums = np.add.reduceat(ratios, starts)
+        sums_sq = np.add.reduceat(ratios**2, starts)
+        values = {
+            "ratio_mean": float(ratios.mean()),
+            "ratio_std": float(ratios.std()),
+            "ratio_min": float(ratios.min()),
+            "ratio_max": float(ratios.max()),
+            # effective_sample_size of each minibatch, (sum w)^2 / (n sum w^2), averaged over minibatches
+            "ess": float(np.mean(sums**2 / (sizes * sums_sq))),
         }
+        if clip_range is not None:
+            values["clip_fraction_low"] = float(np.mean(np.add.reduceat(ratios < 1 - clip_range, starts) / sizes))
+            values["clip_fraction_high"] = float(np.mean(np.add.reduceat(ratios > 1 + clip_range, starts) / sizes))
+        return values
 
 
 def record_mean(logger: Logger, key: str, values: list[float] | list[th.Tensor]) -> None:

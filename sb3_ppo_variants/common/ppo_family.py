@@ -25,7 +25,6 @@ from sb3_ppo_variants.common.diagnostics import (
     RatioStatistics,
     approx_kl_k3,
     check_diagnostics_level,
-    clip_fractions,
     flat_grad,
     record_dict,
     record_mean,
@@ -164,7 +163,7 @@ class InstrumentedPPO(GuardedRollouts, PPO):
                 old = self._snapshot_policy(observations)
 
         entropy_losses, pg_losses, value_losses, losses = [], [], [], []
-        clip_fractions_all, clip_low, clip_high, approx_kl_divs = [], [], [], []
+        clip_fractions_all, approx_kl_divs = [], []
         extra_logs: dict[str, list[th.Tensor]] = {}
         ratio_stats = RatioStatistics()
         grad_stats = GradientStatistics()
@@ -196,12 +195,8 @@ class InstrumentedPPO(GuardedRollouts, PPO):
                 for key, value in extras.items():
                     extra_logs.setdefault(key, []).append(value.detach())
                 if clip_range is not None:
-                    with th.no_grad():
-                        fraction, low, high = clip_fractions(ratio, clip_range)
-                    clip_fractions_all.append(fraction.item())
-                    if instrumented:
-                        clip_low.append(low)
-                        clip_high.append(high)
+                    # SB3's clip_fraction (below 1 - eps and above 1 + eps come from ratio_stats, at the end)
+                    clip_fractions_all.append(th.mean((th.abs(ratio - 1) > clip_range).float()).item())
                 if instrumented:
                     ratio_stats.add(ratio)
 
@@ -295,9 +290,7 @@ class InstrumentedPPO(GuardedRollouts, PPO):
         # ... and the shared diagnostics vocabulary
         if instrumented:
             self.logger.record("train/policy_kl", policy_kl)
-            record_dict(self.logger, ratio_stats.summary())
-            record_mean(self.logger, "train/clip_fraction_low", clip_low)
-            record_mean(self.logger, "train/clip_fraction_high", clip_high)
+            record_dict(self.logger, ratio_stats.summary(clip_range))
             self.logger.record("train/grad_norm", grad_stats.mean_norm())
             self.logger.record("train/grad_snr", grad_stats.snr())
         if full and kl_per_state is not None:
