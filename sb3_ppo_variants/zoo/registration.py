@@ -65,7 +65,13 @@ def register_samplers(hyperparams_opt_module: ModuleType) -> None:
 
 
 def register_hyperparams_files(exp_manager_module: ModuleType) -> None:
-    """Point rl-zoo3's default ``hyperparams/<algo>.yml`` at our files for our keys."""
+    """
+    Point rl-zoo3's default ``hyperparams/<algo>.yml`` at our files for our keys, and apply the tuning fixes of
+    ``sb3_ppo_variants.zoo.tuning`` (``--trial-id``, diverging trials pruned with a reason, start-up retries).
+    """
+    from sb3_ppo_variants.zoo.tuning import patch_experiment_manager
+
+    patch_experiment_manager(exp_manager_module)
     manager_class = exp_manager_module.ExperimentManager
     if getattr(manager_class, _PATCHED, False):
         return
