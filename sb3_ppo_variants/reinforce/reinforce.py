@@ -267,25 +267,22 @@ class REINFORCE(OnPolicyAlgorithm):
         rollout_buffer: Any = None,
         n_rollout_steps: int | None = None,
     ) -> bool:
-        """SB3's entry point: ``_collect_episodes`` with a clear error on a non-finite observation."""
-        with nonfinite_observation_guard(self):
-            return self._collect_episodes(env, callback, rollout_buffer, n_rollout_steps)
+        """
+        SB3's entry point: ``_collect_episodes`` with a clear error on a non-finite observation.
 
-    def _collect_episodes(
-        self,
-        env: VecEnv,
-        callback: BaseCallback,
-        rollout_buffer: Any = None,
-        n_rollout_steps: int | None = None,
-    ) -> bool:
+        :param rollout_buffer: ignored (kept for SB3's signature): episodes go to ``self.episode_buffer``
+        :param n_rollout_steps: ignored (kept for SB3's signature): the batch size is ``n_steps`` / ``n_episodes``
+        """
+        with nonfinite_observation_guard(self):
+            return self._collect_episodes(env, callback)
+
+    def _collect_episodes(self, env: VecEnv, callback: BaseCallback) -> bool:
         """
         Step the environments with the current policy until the batch of finished episodes is complete
         (``n_steps`` transitions or ``n_episodes`` episodes). Unfinished episodes stay in ``self.episode_buffer``.
 
         :param env: The training environment
         :param callback: Callback that will be called at each step (and at the beginning and end of the collection)
-        :param rollout_buffer: ignored (kept for SB3's signature): episodes go to ``self.episode_buffer``
-        :param n_rollout_steps: ignored (kept for SB3's signature): the batch size is ``n_steps`` / ``n_episodes``
         :return: True if the batch is complete, False if a callback stopped the collection
         """
         assert self._last_obs is not None, "No previous observation was provided"
