@@ -58,7 +58,7 @@ type: $(STAMP)
 	$(VENV)/bin/mypy
 
 benchmark-overhead: $(STAMP)
-	$(PY) benchmarks/overhead.py
+	$(PY) -m benchmarks.overhead
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) build dist *.egg-info

@@ -6,8 +6,8 @@ for each diagnostics level. Each repetition runs the reference and then ours at 
 alternating order, in this one process, with one torch thread; the ratio ours/reference is taken within
 the repetition and the median and interquartile range over repetitions are reported.
 
-    python benchmarks/overhead.py            # the committed results (about 10 minutes here)
-    python benchmarks/overhead.py --quick    # smoke test (seconds)
+    python -m benchmarks.overhead            # the full run (about 15 minutes on a quiet 2-core machine)
+    python -m benchmarks.overhead --quick    # smoke test (seconds)
 """
 
 from __future__ import annotations
@@ -130,11 +130,11 @@ def main() -> None:
     if args.quick:
         rows = run(1, {"CartPole-v1": 1}, ["CartPole-v1"])
     else:
-        rows = run(args.repetitions, {"CartPole-v1": 10, "HalfCheetah-v5": 2}, list(ENVIRONMENTS))
+        rows = run(args.repetitions, {"CartPole-v1": 20, "HalfCheetah-v5": 2}, list(ENVIRONMENTS))
     table = markdown(rows)
     print(table)
     args.output.mkdir(parents=True, exist_ok=True)
-    command = "python benchmarks/overhead.py" + (" --quick" if args.quick else f" --repetitions {args.repetitions}")
+    command = "python -m benchmarks.overhead" + (" --quick" if args.quick else f" --repetitions {args.repetitions}")
     (args.output / "results.json").write_text(
         json.dumps({"command": command, "versions": software_versions(), "rows": rows}, indent=2) + "\n"
     )
