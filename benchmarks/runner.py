@@ -1,0 +1,410 @@
+"""The runner shared by the benchmark experiments (surrogates, zoo_table, step_size).
+
+An experiment is a list of :class:`RunSpec` (algorithm, environment, seed, keyword arguments, steps). :func:`run_all`
+trains them in parallel worker processes (up to the core count, one torch thread each), shows a progress bar and
+writes each run's result to ``<out>/<experiment>/<profile>/runs/<run_id>.json`` as soon as that run ends. A run
+whose file exists is skipped, so an interrupted suite resumes where it stopped. Seeds are fixed by the specs;
+``manifest.json`` records the command, the software versions and every spec.
+
+A run's JSON holds its spec, the wall time, every finished training episode as ``[timestep, return, length]``
+(the Monitor wrapper's undiscounted return, before any normalisation), optionally logger values recorded once per
+update (``record_keys``, e.g. ``train/policy_kl``) as ``[timestep, value]``, and optionally a final deterministic
+evaluation. Statistics use rliable (interquartile mean, stratified bootstrap confidence intervals, performance
+profiles).
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # inherited by the worker processes
+
+import importlib
+import json
+import multiprocessing
+import shlex
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.common import ZOO_ONLY_KEYS, software_versions
+
+RESULTS = Path(__file__).parent / "results"
+
+# algorithm key -> "module:Class" (ours by their zoo keys, the peers by rl-zoo3's keys)
+ALGORITHMS = {
+    "reinforce": "sb3_ppo_variants:REINFORCE",
+    "ppo_kl": "sb3_ppo_variants:PPOKL",
+    "ppo_clip": "sb3_ppo_variants:PPOClip",
+    "trpo_kl": "sb3_ppo_variants:TRPOKL",
+    "ppo": "stable_baselines3:PPO",
+    "a2c": "stable_baselines3:A2C",
+    "trpo": "sb3_contrib:TRPO",
+}
+RANDOM = "random"  # a uniform-random policy: ``steps`` is then the number of episodes
+
+
+@dataclass
+class RunSpec:
+    """
+    One training run.
+
+    :param run_id: unique file name of the run inside the experiment (no extension)
+    :param algo: a key of ``ALGORITHMS``, ``"module:Class"``, or ``"random"`` (uniform-random policy, ``steps`` episodes)
+    :param kwargs: constructor keyword arguments; rl-zoo3 conventions are accepted: ``"lin_<x>"`` strings become
+        linear schedules, a ``policy_kwargs`` string is evaluated (with ``nn`` in scope)
+    :param normalize: ``VecNormalize`` keyword arguments (``True``: its defaults, ``False``: none)
+    :param eval_episodes: deterministic evaluation episodes after training (0: none)
+    :param record_keys: logger keys recorded once per update, e.g. ``("train/policy_kl",)``
+    :param labels: free-form labels used by the reports (row name, profile, ...)
+    """
+
+    run_id: str
+    algo: str
+    env_id: str
+    seed: int
+    steps: int
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    n_envs: int = 1
+    normalize: bool | dict[str, Any] = False
+    policy: str = "MlpPolicy"
+    eval_episodes: int = 0
+    record_keys: tuple[str, ...] = ()
+    labels: dict[str, Any] = field(default_factory=dict)
+
+
+def _jsonable(value: Any) -> Any:
+    """Classes and callables by name (``nn.Tanh`` -> ``"Tanh"``), anything else by ``repr``."""
+    return getattr(value, "__name__", repr(value))
+
+
+def algorithm_class(algo: str) -> type:
+    module, _, name = ALGORITHMS.get(algo, algo).partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def constructor_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """rl-zoo3's conventions: ``lin_<x>`` -> linear schedule from x to 0, ``policy_kwargs`` strings evaluated."""
+    from torch import nn
+
+    out = dict(kwargs)
+    for key, value in out.items():
+        if isinstance(value, str) and value.startswith("lin_"):
+            start = float(value.split("_", 1)[1])
+            out[key] = _LinearSchedule(start)
+    if isinstance(out.get("policy_kwargs"), str):
+        out["policy_kwargs"] = eval(out["policy_kwargs"], {"nn": nn, "dict": dict})
+    return out
+
+
+class _LinearSchedule:
+    """rl-zoo3's ``linear_schedule``: ``start * progress_remaining`` (a picklable class, not a closure)."""
+
+    def __init__(self, start: float) -> None:
+        self.start = start
+
+    def __call__(self, progress_remaining: float) -> float:
+        return progress_remaining * self.start
+
+
+def _make_recorder(record_keys: tuple[str, ...]):
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    class Recorder(BaseCallback):
+        """Episodes from the Monitor infos; logger values of the last update at each rollout start and at the end."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.episodes: list[list[float]] = []
+            self.records: dict[str, list[list[float]]] = {key: [] for key in record_keys}
+            self._last_read = -1
+
+        def _on_step(self) -> bool:
+            for info in self.locals.get("infos", ()):
+                episode = info.get("episode")
+                if episode is not None:
+                    self.episodes.append([int(self.num_timesteps), float(episode["r"]), int(episode["l"])])
+            return True
+
+        def _read(self) -> None:
+            # SB3 dumps (clears) the logger before train(), so at the next rollout start it holds that update's values
+            values = self.model.logger.name_to_value
+            if not record_keys or self.num_timesteps == self._last_read or "train/n_updates" not in values:
+                return
+            self._last_read = self.num_timesteps
+            for key in record_keys:
+                if key in values:
+                    self.records[key].append([int(self.num_timesteps), float(values[key])])
+
+        def _on_rollout_start(self) -> None:
+            self._read()
+
+        def _on_training_end(self) -> None:
+            self._read()
+
+    return Recorder()
+
+
+def _random_episodes(spec: RunSpec) -> list[list[float]]:
+    import gymnasium as gym
+
+    env = gym.make(spec.env_id)
+    env.action_space.seed(spec.seed)
+    episodes, total = [], 0
+    for episode in range(spec.steps):
+        env.reset(seed=spec.seed if episode == 0 else None)
+        done, ret, length = False, 0.0, 0
+        while not done:
+            _, reward, terminated, truncated, _ = env.step(env.action_space.sample())
+            ret, length, done = ret + float(reward), length + 1, terminated or truncated
+        total += length
+        episodes.append([total, ret, length])
+    env.close()
+    return episodes
+
+
+def _train(spec: RunSpec) -> dict[str, Any]:
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.evaluation import evaluate_policy
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    env = make_vec_env(spec.env_id, n_envs=spec.n_envs, seed=spec.seed)
+    if spec.normalize:
+        env = VecNormalize(env, **(spec.normalize if isinstance(spec.normalize, dict) else {}))
+    model = algorithm_class(spec.algo)(spec.policy, env, seed=spec.seed, verbose=0, **constructor_kwargs(spec.kwargs))
+    recorder = _make_recorder(tuple(spec.record_keys))
+    model.learn(spec.steps, callback=recorder)
+    result: dict[str, Any] = {"episodes": recorder.episodes, "records": recorder.records}
+    if spec.eval_episodes:
+        eval_env = make_vec_env(spec.env_id, n_envs=1, seed=spec.seed + 10_000)
+        if isinstance(env, VecNormalize):  # the training statistics, frozen, raw rewards (as rl-zoo3's enjoy)
+            eval_env = VecNormalize(eval_env, training=False, norm_reward=False, **_obs_kwargs(spec.normalize))
+            eval_env.obs_rms = env.obs_rms
+        returns, _ = evaluate_policy(
+            model, eval_env, n_eval_episodes=spec.eval_episodes, deterministic=True, return_episode_rewards=True
+        )
+        result["eval"] = {"mean": float(np.mean(returns)), "std": float(np.std(returns)), "returns": list(map(float, returns))}
+        eval_env.close()
+    env.close()
+    return result
+
+
+def _obs_kwargs(normalize: bool | dict[str, Any]) -> dict[str, Any]:
+    keys = ("norm_obs", "clip_obs", "epsilon", "norm_obs_keys")
+    return {k: v for k, v in normalize.items() if k in keys} if isinstance(normalize, dict) else {}
+
+
+def run_one(spec: RunSpec, run_dir: str) -> str:
+    """Run ``spec`` and write ``<run_dir>/<run_id>.json`` (atomically). Executed in a worker process."""
+    import torch as th
+
+    th.set_num_threads(1)
+    start = time.perf_counter()
+    result = {"episodes": _random_episodes(spec)} if spec.algo == RANDOM else _train(spec)
+    record = {
+        "spec": json.loads(json.dumps(asdict(spec), default=_jsonable)),
+        "wall_time_s": round(time.perf_counter() - start, 3),
+        "finished_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **result,
+    }
+    path = Path(run_dir) / f"{spec.run_id}.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(record) + "\n")
+    tmp.replace(path)
+    return spec.run_id
+
+
+def _init_worker() -> None:
+    os.environ["OMP_NUM_THREADS"] = "1"
+    import torch as th
+
+    th.set_num_threads(1)
+
+
+def run_all(specs: list[RunSpec], run_dir: Path, workers: int | None = None, desc: str = "runs") -> list[str]:
+    """
+    Run every spec whose result file does not exist yet, ``workers`` at a time (default: the core count).
+
+    :return: the ids of the runs computed by this call
+    """
+    ids = [spec.run_id for spec in specs]
+    if len(set(ids)) != len(ids):
+        raise ValueError("run ids must be unique")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    todo = [spec for spec in specs if not (run_dir / f"{spec.run_id}.json").exists()]
+    workers = max(1, min(workers or os.cpu_count() or 1, len(todo)))
+    failures: list[str] = []
+    from tqdm import tqdm
+
+    with tqdm(total=len(specs), initial=len(specs) - len(todo), desc=desc) as progress:
+        if workers == 1:
+            for spec in todo:
+                run_one(spec, str(run_dir))
+                progress.update()
+        else:
+            context = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker) as pool:
+                futures = {pool.submit(run_one, spec, str(run_dir)): spec for spec in todo}
+                for future in as_completed(futures):
+                    try:
+                        future.result()
+                    except Exception:
+                        failures.append(f"{futures[future].run_id}:\n{traceback.format_exc()}")
+                    progress.update()
+    if failures:
+        raise RuntimeError("failed runs:\n" + "\n".join(failures))
+    return [spec.run_id for spec in todo]
+
+
+def write_manifest(out_dir: Path, experiment: str, profile: str, specs: list[RunSpec], extra: dict | None = None) -> None:
+    """``manifest.json``: the exact command of every invocation, the software versions, every spec."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "manifest.json"
+    previous = json.loads(path.read_text()) if path.exists() else {}
+    argv = [Path(sys.argv[0]).stem if sys.argv[0].endswith(".py") else sys.argv[0], *sys.argv[1:]]
+    command = f"python -m benchmarks.{experiment} " + shlex.join(argv[1:])
+    invocations = [
+        *previous.get("invocations", []),
+        {"command": command.strip(), "utc": datetime.now(timezone.utc).isoformat(timespec="seconds")},
+    ]
+    manifest = {
+        "experiment": experiment,
+        "profile": profile,
+        "command": command.strip(),
+        "invocations": invocations,
+        "versions": software_versions(),
+        "cpu_count": os.cpu_count(),
+        **(extra or {}),
+        "specs": [json.loads(json.dumps(asdict(spec), default=_jsonable)) for spec in specs],
+    }
+    path.write_text(json.dumps(manifest, indent=1) + "\n")
+
+
+def load_runs(run_dir: Path, ids: Iterable[str] | None = None) -> dict[str, dict]:
+    """The stored runs by id (all of them, or only ``ids`` that exist)."""
+    paths = sorted(run_dir.glob("*.json")) if ids is None else [run_dir / f"{i}.json" for i in ids]
+    return {path.stem: json.loads(path.read_text()) for path in paths if path.exists()}
+
+
+def final_score(run: dict, last: int = 100) -> float:
+    """The mean return of the run's last ``last`` training episodes (the PPO paper's score)."""
+    returns = [episode[1] for episode in run["episodes"][-last:]]
+    return float(np.mean(returns)) if returns else float("nan")
+
+
+def curve(run: dict, grid: np.ndarray, window: int = 10) -> np.ndarray:
+    """At each timestep of ``grid``: the mean return of the last ``window`` episodes finished by then (NaN before)."""
+    episodes = np.asarray(run["episodes"], dtype=float).reshape(-1, 3)
+    ends = np.searchsorted(episodes[:, 0], grid, side="right")
+    return np.array([episodes[max(0, n - window) : n, 1].mean() if n else np.nan for n in ends])
+
+
+def interval_estimates(scores: dict[str, np.ndarray], reps: int = 2000, seed: int = 0) -> dict[str, dict[str, float]]:
+    """
+    rliable's IQM and mean with 95% stratified-bootstrap confidence intervals.
+
+    :param scores: name -> array (runs x tasks) of normalised scores
+    """
+    from rliable import library, metrics
+
+    def aggregate(x: np.ndarray) -> np.ndarray:
+        return np.array([metrics.aggregate_iqm(x), metrics.aggregate_mean(x)])
+
+    points, intervals = library.get_interval_estimates(scores, aggregate, reps=reps, random_state=np.random.RandomState(seed))
+    return {
+        name: {
+            "iqm": float(points[name][0]),
+            "iqm_ci": [float(intervals[name][0, 0]), float(intervals[name][1, 0])],
+            "mean": float(points[name][1]),
+            "mean_ci": [float(intervals[name][0, 1]), float(intervals[name][1, 1])],
+        }
+        for name in scores
+    }
+
+
+def plot_performance_profiles(scores: dict[str, np.ndarray], path: Path, reps: int = 2000) -> None:
+    """rliable's score-distribution performance profiles (fraction of runs with normalised score > tau)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from rliable import library, plot_utils
+
+    low = min(float(np.nanmin(v)) for v in scores.values())
+    taus = np.linspace(min(low, 0.0), 1.05, 81)
+    np.random.seed(0)  # create_performance_profile has no random_state argument
+    profiles, cis = library.create_performance_profile(scores, taus, reps=reps)
+    fig, ax = plt.subplots(figsize=(8, 5))
+    colors = dict(zip(scores, plt.cm.tab20(np.linspace(0, 1, max(len(scores), 2))), strict=False))
+    plot_utils.plot_performance_profiles(profiles, taus, performance_profile_cis=cis, colors=colors, ax=ax)
+    ax.legend([plt.Line2D([0], [0], color=colors[name]) for name in scores], list(scores), fontsize=7, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def zoo_command(algo: str, env_id: str, seed: int, extra: str = "") -> str:
+    return f"python -m rl_zoo3.train --algo {algo} --env {env_id} --seed {seed}{extra}"
+
+
+def grouped(runs: dict[str, dict], key: Callable[[dict], Any]) -> dict[Any, list[dict]]:
+    out: dict[Any, list[dict]] = {}
+    for run in runs.values():
+        out.setdefault(key(run), []).append(run)
+    return out
+
+
+def zoo_hyperparams(algo: str, env_id: str, entry_id: str | None = None) -> dict[str, Any]:
+    """
+    The zoo entry rl-zoo3 would use: ours from this package's ``hyperparams/<algo>.yml`` (benchmarks.common.zoo_entry),
+    the peers (ppo, a2c, trpo) from rl-zoo3's own yml files. ``entry_id`` reads another id's entry (e.g. a v4 entry
+    for a v5 task).
+    """
+    import yaml
+
+    from benchmarks.common import zoo_entry
+
+    key = entry_id or env_id
+    if algo in ("reinforce", "ppo_kl", "ppo_clip", "trpo_kl"):
+        return zoo_entry(algo, key)
+    import rl_zoo3
+
+    entries = yaml.load((Path(rl_zoo3.__file__).parent / "hyperparams" / f"{algo}.yml").read_text(), Loader=yaml.UnsafeLoader)
+    if key not in entries:
+        raise KeyError(f"rl-zoo3's {algo}.yml has no entry {key}")
+    return dict(entries[key])
+
+
+def spec_from_zoo(run_id: str, algo: str, env_id: str, seed: int, entry: dict[str, Any], **fields: Any) -> RunSpec:
+    """A run exactly as ``rl_zoo3.train`` builds it from ``entry`` (n_envs, VecNormalize with the algorithm's gamma,
+    ``lin_`` schedules, policy_kwargs); ``steps`` defaults to the entry's ``n_timesteps``."""
+    for unsupported in ("env_wrapper", "frame_stack", "callback", "vec_env_wrapper"):
+        if unsupported in entry:
+            raise ValueError(f"{algo}/{env_id}: zoo entry uses {unsupported}, not supported by this runner")
+    normalize = entry.get("normalize", False)
+    if isinstance(normalize, str):
+        normalize = eval(normalize)
+    if normalize:
+        normalize = dict(normalize) if isinstance(normalize, dict) else {}
+        if "gamma" in entry:
+            normalize["gamma"] = entry["gamma"]
+    fields.setdefault("steps", int(float(entry.get("n_timesteps", 1e6))))
+    return RunSpec(
+        run_id=run_id,
+        algo=algo,
+        env_id=env_id,
+        seed=seed,
+        kwargs={key: value for key, value in entry.items() if key not in ZOO_ONLY_KEYS},
+        n_envs=int(entry.get("n_envs", 1)),
+        normalize=normalize,
+        policy=entry.get("policy", "MlpPolicy"),
+        **fields,
+    )

@@ -1,0 +1,349 @@
+"""The PPO paper's surrogate-objective comparison (Schulman et al. 2017, Table 1), plus TRPOKL and REINFORCE.
+
+Rows: no clipping or penalty; clipping eps = 0.1 / 0.2 / 0.3 (PPOClip); adaptive KL d_targ = 0.003 / 0.01 / 0.03
+(PPOKL, beta_0 = 1); fixed KL beta = 0.3 / 1 / 3 / 10 (PPOKL); TRPOKL (target_kl = 0.01); REINFORCE (value baseline).
+
+Settings (the paper's Table 3 and section 6.1): horizon 2048, Adam 3e-4, 10 epochs, minibatch 64, gamma 0.99,
+lambda 0.95, 64x64 tanh MLP with separate policy and value networks (SB3's ActorCriticPolicy with
+net_arch=dict(pi=[64, 64], vf=[64, 64]), orthogonal initialisation), no entropy bonus. Choices where the paper is
+silent or SB3 differs, stated once:
+- observations: running mean/std normalisation clipped to [-5, 5], rewards NOT normalised (the OpenAI baselines
+  ppo1 code of the paper): ``VecNormalize(norm_obs=True, norm_reward=False, clip_obs=5)``;
+- SB3's defaults elsewhere: advantages normalised per minibatch, vf_coef 0.5, max_grad_norm 0.5, one Adam
+  optimiser over both networks (their parameters are disjoint);
+- "no clipping or penalty" is PPOClip with clip_range = 1e6: min(r A, clip(r, 1 - 1e6, 1 + 1e6) A) = r A for
+  every ratio r <= 1e6 + 1, i.e. exactly the unclipped surrogate L^CPI (PPOKL cannot express it exactly:
+  beta > 0 is enforced, and beta = 1e-6 would still be a penalty);
+- TRPOKL: sb3-contrib's TRPO defaults (CG 15 steps, damping 0.1, line search 10 steps, critic Adam 1e-3,
+  10 critic updates of minibatch 128) with target_kl = 0.01, n_steps 2048, the same networks and normalisation;
+- REINFORCE: the value baseline, n_steps 2048 (of finished episodes), Adam 1e-3 (its default), normalised
+  advantages, the same networks and normalisation.
+
+Protocol: the score of a run is the mean return of its last 100 training episodes; per environment it is
+normalised so that a uniform-random policy scores 0 (its mean return over ``random_episodes`` episodes, measured
+and stored as runs ``random-<env>``) and the best of the paper's 11 settings (highest mean score over seeds) scores
+1. The extra rows (TRPOKL, REINFORCE) are normalised with the same constants (they can exceed 1). Aggregates are
+rliable's interquartile mean (IQM) and mean over all (seed, environment) scores with 95% stratified bootstrap CIs.
+
+    python -m benchmarks.surrogates --profile quick        # the committed results (see PROFILES)
+    python -m benchmarks.surrogates --profile full         # the paper's protocol: 7 tasks x 1M steps x 3 seeds (days here)
+    python -m benchmarks.surrogates --smoke                # CI smoke test (seconds)
+    python -m benchmarks.surrogates --profile quick --report-only   # tables and figures from the stored runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.runner import (
+    RANDOM,
+    RESULTS,
+    RunSpec,
+    curve,
+    final_score,
+    interval_estimates,
+    load_runs,
+    plot_performance_profiles,
+    run_all,
+    write_manifest,
+)
+
+EXPERIMENT = "surrogates"
+PAPER_ENVS = [
+    "HalfCheetah-v5",
+    "Hopper-v5",
+    "InvertedDoublePendulum-v5",
+    "InvertedPendulum-v5",
+    "Reacher-v5",
+    "Swimmer-v5",
+    "Walker2d-v5",
+]
+PROFILES = {
+    # the paper's protocol
+    "full": {"envs": PAPER_ENVS, "seeds": [0, 1, 2], "steps": 1_000_000, "random_episodes": 100, "overrides": {}},
+    # sized from measured throughput: on this 2-core machine (shared with other jobs) a 40,960-step PPO run (20 updates)
+    # took 75-160 s per worker (~300 env steps/s with 10 epochs of minibatch 64), TRPOKL/REINFORCE ~100 s; the 54 runs
+    # take ~55 min on 2 workers. Far from converged (the paper: 1M steps): an early-training comparison.
+    "quick": {
+        "envs": ["InvertedPendulum-v5", "Hopper-v5"],
+        "seeds": [0, 1],
+        "steps": 40_960,
+        "random_episodes": 100,
+        "overrides": {},
+    },
+    # CI: seconds; tiny rollouts so that every row runs at least one update
+    "smoke": {
+        "envs": ["InvertedPendulum-v5"],
+        "seeds": [0],
+        "steps": 128,
+        "random_episodes": 3,
+        "overrides": {"n_steps": 64, "batch_size": 32, "n_epochs": 1},
+    },
+}
+PAPER_SETTINGS = {
+    "n_steps": 2048,
+    "batch_size": 64,
+    "n_epochs": 10,
+    "learning_rate": 3e-4,
+    "gamma": 0.99,
+    "gae_lambda": 0.95,
+    "ent_coef": 0.0,
+    "policy_kwargs": "dict(net_arch=dict(pi=[64, 64], vf=[64, 64]), activation_fn=nn.Tanh)",
+}
+NORMALIZE = {"norm_obs": True, "norm_reward": False, "clip_obs": 5.0}
+# (row name, algorithm key, arguments on top of the paper's settings, paper's Table 1 average normalised score)
+PAPER_ROWS = [
+    ("no clipping or penalty", "ppo_clip", {"clip_range": 1e6}, -0.39),
+    ("clipping, eps = 0.1", "ppo_clip", {"clip_range": 0.1}, 0.76),
+    ("clipping, eps = 0.2", "ppo_clip", {"clip_range": 0.2}, 0.82),
+    ("clipping, eps = 0.3", "ppo_clip", {"clip_range": 0.3}, 0.70),
+    ("adaptive KL, d_targ = 0.003", "ppo_kl", {"kl_controller": "adaptive", "kl_target": 0.003, "kl_coef": 1.0}, 0.68),
+    ("adaptive KL, d_targ = 0.01", "ppo_kl", {"kl_controller": "adaptive", "kl_target": 0.01, "kl_coef": 1.0}, 0.74),
+    ("adaptive KL, d_targ = 0.03", "ppo_kl", {"kl_controller": "adaptive", "kl_target": 0.03, "kl_coef": 1.0}, 0.71),
+    ("fixed KL, beta = 0.3", "ppo_kl", {"kl_controller": "fixed", "kl_coef": 0.3}, 0.62),
+    ("fixed KL, beta = 1", "ppo_kl", {"kl_controller": "fixed", "kl_coef": 1.0}, 0.71),
+    ("fixed KL, beta = 3", "ppo_kl", {"kl_controller": "fixed", "kl_coef": 3.0}, 0.72),
+    ("fixed KL, beta = 10", "ppo_kl", {"kl_controller": "fixed", "kl_coef": 10.0}, 0.69),
+]
+EXTRA_ROWS = [
+    ("TRPOKL (target_kl = 0.01)", "trpo_kl", {"target_kl": 0.01}, None),
+    ("REINFORCE (value baseline)", "reinforce", {"baseline": "value", "normalize_advantage": True}, None),
+]
+ROWS = PAPER_ROWS + EXTRA_ROWS
+# which of the paper's settings apply to each algorithm
+ALGO_SETTINGS = {
+    "ppo_clip": tuple(PAPER_SETTINGS),
+    "ppo_kl": tuple(PAPER_SETTINGS),
+    "trpo_kl": ("n_steps", "gamma", "gae_lambda", "policy_kwargs", "batch_size"),
+    "reinforce": ("n_steps", "gamma", "policy_kwargs"),
+}
+TRPO_BATCH = 128  # sb3-contrib's default critic minibatch
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^0-9A-Za-z.]+", "_", text).strip("_")
+
+
+def row_kwargs(algo: str, extra: dict, overrides: dict) -> dict:
+    kwargs = {key: PAPER_SETTINGS[key] for key in ALGO_SETTINGS[algo]}
+    if algo == "trpo_kl":
+        kwargs["batch_size"] = TRPO_BATCH
+    kwargs.update(extra)
+    for key, value in overrides.items():
+        if key in kwargs and (key != "n_epochs" or algo in ("ppo_clip", "ppo_kl")):
+            kwargs[key] = value
+    return kwargs
+
+
+def make_specs(profile: dict) -> list[RunSpec]:
+    specs = [
+        RunSpec(f"random-{env_id}", RANDOM, env_id, seed=0, steps=profile["random_episodes"], labels={"row": "random"})
+        for env_id in profile["envs"]
+    ]
+    # seed-major: an interrupted suite leaves complete seeds (every row, every environment) behind
+    for seed in profile["seeds"]:
+        for env_id in profile["envs"]:
+            for name, algo, extra, _ in ROWS:
+                specs.append(
+                    RunSpec(
+                        run_id=f"{slug(name)}-{env_id}-s{seed}",
+                        algo=algo,
+                        env_id=env_id,
+                        seed=seed,
+                        steps=profile["steps"],
+                        kwargs=row_kwargs(algo, extra, profile["overrides"]),
+                        normalize=dict(NORMALIZE),
+                        labels={"row": name},
+                    )
+                )
+    return specs
+
+
+def report(out_dir: Path, profile: dict, reps: int) -> dict:
+    """Tables (markdown + JSON) and figures from the stored runs."""
+    runs = load_runs(out_dir / "runs")
+    envs = [env for env in profile["envs"] if f"random-{env}" in runs]
+    random_scores = {env: float(np.mean([e[1] for e in runs[f"random-{env}"]["episodes"]])) for env in envs}
+    scored: dict[tuple[str, str, int], float] = {}
+    for run in runs.values():
+        spec = run["spec"]
+        if spec["labels"]["row"] != "random" and spec["env_id"] in envs:
+            scored[(spec["labels"]["row"], spec["env_id"], spec["seed"])] = final_score(run)
+    # per env, the seeds whose runs (every row) are all present: an interrupted suite reports on what is complete
+    env_seeds = {env: [s for s in profile["seeds"] if all((name, env, s) in scored for name, *_ in ROWS)] for env in envs}
+    envs = [env for env in envs if env_seeds[env]]
+    seeds = [s for s in profile["seeds"] if envs and all(s in env_seeds[env] for env in envs)]  # common to every env
+    raw = {name: {env: [scored[(name, env, s)] for s in env_seeds[env]] for env in envs} for name, *_ in ROWS}
+    paper_names = [name for name, *_ in PAPER_ROWS]
+    best = {env: max(float(np.mean(raw[name][env])) for name in paper_names) for env in envs}
+    best_row = {env: max(paper_names, key=lambda n, e=env: float(np.mean(raw[n][e]))) for env in envs}
+
+    def normalised(name: str, env: str) -> np.ndarray:  # over env_seeds[env]
+        return (np.array(raw[name][env]) - random_scores[env]) / (best[env] - random_scores[env])
+
+    names = [name for name, *_ in ROWS] if envs else []
+    # aggregate over (common seed, env): runs x tasks
+    scores = {
+        name: np.array([[normalised(name, env)[env_seeds[env].index(s)] for env in envs] for s in seeds]) for name in names
+    }
+    estimates = interval_estimates(scores, reps=reps) if seeds else {}
+    per_env = {
+        env: interval_estimates({name: normalised(name, env)[:, None] for name in names}, reps=reps)
+        for env in envs
+        if len(env_seeds[env]) >= 2
+    }
+    paper = {name: value for name, _, _, value in ROWS}
+    rows = []
+    for name in names:
+        rows.append(
+            {
+                "row": name,
+                **estimates.get(name, {}),
+                "per_env_normalised_mean": {env: float(normalised(name, env).mean()) for env in envs},
+                "per_env_mean_ci": {env: per_env[env][name]["mean_ci"] for env in per_env},
+                "per_env_raw_scores": raw[name],
+                "paper_table1": paper[name],
+            }
+        )
+    checks = {}
+    targets = ("clipping, eps = 0.2", "adaptive KL, d_targ = 0.01")
+    if len(seeds) >= 2:
+        base = estimates["no clipping or penalty"]
+        for name in targets:
+            checks[f"{name} (aggregate)"] = {
+                "iqm_ci_above_no_clipping": estimates[name]["iqm_ci"][0] > base["iqm_ci"][1],
+                "mean_ci_above_no_clipping": estimates[name]["mean_ci"][0] > base["mean_ci"][1],
+            }
+    for env, table in per_env.items():
+        for name in targets:
+            checks[f"{name} ({env})"] = {
+                "mean_ci_above_no_clipping": table[name]["mean_ci"][0] > table["no clipping or penalty"]["mean_ci"][1]
+            }
+    result = {
+        "profile": {k: v for k, v in profile.items()},
+        "seeds_used": seeds,
+        "seeds_per_env": env_seeds,
+        "score": "mean return of the last 100 training episodes; normalised (score - random) / (best - random)",
+        "random_scores": random_scores,
+        "random_how": f"uniform-random actions (action_space.sample(), seed 0), {profile['random_episodes']} episodes per env",
+        "best_scores": best,
+        "best_rows": best_row,
+        "best_how": "highest mean score over seeds among the paper's 11 settings, per env",
+        "bootstrap_reps": reps,
+        "rows": rows,
+        "checks": checks,
+    }
+    (out_dir / "results.json").write_text(json.dumps(result, indent=1) + "\n")
+    (out_dir / "results.md").write_text(markdown(result, envs, out_dir) + "\n\n![curves](curves.png)\n")
+    if envs:
+        plot_curves(runs, envs, profile, out_dir / "curves.png")
+        if seeds:
+            plot_performance_profiles(scores, out_dir / "performance_profiles.png", reps=min(reps, 1000))
+    return result
+
+
+def _ci(low_high: list[float]) -> str:
+    return f"[{low_high[0]:.2f}, {low_high[1]:.2f}]"
+
+
+def markdown(result: dict, envs: list[str], out_dir: Path) -> str:
+    manifest = out_dir / "manifest.json"
+    command = json.loads(manifest.read_text())["command"] if manifest.exists() else "?"
+    profile = result["profile"]
+    seeds_per_env = "; ".join(f"{env}: {result['seeds_per_env'][env]}" for env in envs)
+    lines = [
+        f"Command: `{command}`  ",
+        f"{profile['steps']} steps per run; seeds per environment: {seeds_per_env} (profile: {profile['seeds']}).  ",
+        "Score: mean return of the last 100 training episodes, normalised per env: random policy = 0, "
+        "best of the paper's 11 settings = 1. Aggregate IQM and mean over (seed, env) with 95% stratified bootstrap CIs "
+        f"(rliable, {result['bootstrap_reps']} reps) over the seeds common to all environments ({result['seeds_used']}); "
+        "per environment: mean over its seeds [95% bootstrap CI over seeds, when >= 2 seeds].",
+        "",
+        "| row | IQM [95% CI] | mean [95% CI] | " + " | ".join(envs) + " | paper (Table 1) |",
+        "|---|---|---|" + "---|" * len(envs) + "---|",
+    ]
+    for row in result["rows"]:
+        cells = []
+        for env in envs:
+            ci = row["per_env_mean_ci"].get(env)
+            cells.append(f"{row['per_env_normalised_mean'][env]:.2f}" + (f" {_ci(ci)}" if ci else ""))
+        paper = "" if row["paper_table1"] is None else f"{row['paper_table1']:.2f}"
+        iqm = f"{row['iqm']:.2f} {_ci(row['iqm_ci'])}" if "iqm" in row else "n/a"
+        mean = f"{row['mean']:.2f} {_ci(row['mean_ci'])}" if "mean" in row else "n/a"
+        lines.append(f"| {row['row']} | {iqm} | {mean} | {' | '.join(cells)} | {paper} |")
+    lines += ["", "Raw scores (mean ± std over seeds of the mean return of the last 100 episodes):", ""]
+    lines += ["| row | " + " | ".join(envs) + " |", "|---|" + "---|" * len(envs)]
+    for row in result["rows"]:
+        cells = " | ".join(
+            f"{np.mean(row['per_env_raw_scores'][env]):.1f} ± {np.std(row['per_env_raw_scores'][env]):.1f}" for env in envs
+        )
+        lines.append(f"| {row['row']} | {cells} |")
+    lines += ["", "Normalisation constants:", ""]
+    for env in envs:
+        best = result["best_scores"].get(env, float("nan"))
+        lines.append(
+            f"- {env}: random = {result['random_scores'][env]:.2f} ({result['random_how']}); "
+            f"best = {best:.2f} ({result['best_rows'].get(env, '?')})"
+        )
+    lines += ["", "Acceptance check (lower CI bound above the upper CI bound of 'no clipping or penalty'):", ""]
+    if not result["checks"]:
+        lines.append("- not computable: fewer than 2 seeds")
+    for name, check in result["checks"].items():
+        lines.append(f"- {name}: " + ", ".join(f"{k.split('_')[0]} {v}" for k, v in check.items()))
+    return "\n".join(lines)
+
+
+def plot_curves(runs: dict, envs: list[str], profile: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    grid = np.linspace(0, profile["steps"], 60)[1:]
+    cmap = plt.cm.tab20(np.linspace(0, 1, len(ROWS)))
+    fig, axes = plt.subplots(1, len(envs), figsize=(5.5 * len(envs), 4.2), squeeze=False)
+    for ax, env in zip(axes[0], envs, strict=True):
+        for color, (name, *_) in zip(cmap, ROWS, strict=True):
+            members = [r for r in runs.values() if r["spec"]["env_id"] == env and r["spec"]["labels"]["row"] == name]
+            if not members:
+                continue
+            curves = np.array([curve(r, grid) for r in members])
+            style = "-" if name.startswith(("clipping", "no clip")) else "--" if "KL" in name else ":"
+            ax.plot(grid, np.nanmean(curves, axis=0), style, color=color, label=name, lw=1.4)
+        ax.axhline(np.mean([e[1] for e in runs[f"random-{env}"]["episodes"]]), color="grey", lw=0.8, label="random policy")
+        ax.set_title(env)
+        ax.set_xlabel("environment steps")
+        ax.set_ylabel("return (mean of last 10 episodes, mean over seeds)")
+    axes[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--profile", choices=["quick", "full"], default="quick")
+    parser.add_argument("--smoke", action="store_true", help="tiny CI budget (overrides --profile)")
+    parser.add_argument("--report-only", action="store_true", help="only regenerate tables and figures from stored runs")
+    parser.add_argument("--workers", type=int, default=None, help="parallel runs (default: the core count)")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="results root (default: benchmarks/results)")
+    parser.add_argument("--reps", type=int, default=None, help="bootstrap repetitions (default 2000; smoke 200)")
+    args = parser.parse_args()
+    name = "smoke" if args.smoke else args.profile
+    profile = PROFILES[name]
+    out_dir = args.out / EXPERIMENT / name
+    specs = make_specs(profile)
+    if not args.report_only:
+        write_manifest(out_dir, EXPERIMENT, name, specs, {"profile_settings": profile, "normalize": NORMALIZE})
+        run_all(specs, out_dir / "runs", workers=args.workers, desc=f"{EXPERIMENT}/{name}")
+    report(out_dir, profile, reps=args.reps or (200 if args.smoke else 2000))
+    print((out_dir / "results.md").read_text())
+
+
+if __name__ == "__main__":
+    main()
