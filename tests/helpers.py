@@ -1,5 +1,7 @@
 """Shared helpers of the test suite."""
 
+import inspect
+
 import torch as th
 from stable_baselines3.common.logger import Logger
 
@@ -22,3 +24,13 @@ def learn_and_read_logs(model, total_timesteps: int) -> dict[str, float]:
     model.set_logger(silent_logger())
     model.learn(total_timesteps)
     return {k: v for k, v in model.logger.name_to_value.items() if k.startswith("train/")}
+
+
+def assert_signature_superset(ours: type, peer: type) -> None:
+    """Every constructor parameter of ``peer`` exists in ``ours`` with the same default, in the same relative order."""
+    our_parameters = inspect.signature(ours).parameters
+    peer_parameters = inspect.signature(peer).parameters
+    for name, parameter in peer_parameters.items():
+        assert name in our_parameters, f"missing parameter {name}"
+        assert our_parameters[name].default == parameter.default, f"default of {name} differs"
+    assert [name for name in our_parameters if name in peer_parameters] == list(peer_parameters)
