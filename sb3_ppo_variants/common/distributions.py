@@ -68,14 +68,35 @@ def resolve_kl_estimator(kl_estimator: str, distribution: Distribution) -> str:
     return kl_estimator
 
 
+def _gaussian_kl(loc: th.Tensor, scale: th.Tensor, new_loc: th.Tensor, new_scale: th.Tensor) -> th.Tensor:
+    """KL(N(loc, scale) || N(new_loc, new_scale)) per dimension (torch's formula, without building distributions)."""
+    var_ratio = (scale / new_scale).pow(2)
+    t1 = ((loc - new_loc) / new_scale).pow(2)
+    return 0.5 * (var_ratio + t1 - 1 - var_ratio.log())
+
+
+def _categorical_kl(log_probs: th.Tensor, probs: th.Tensor, new_log_probs: th.Tensor) -> th.Tensor:
+    """
+    KL(p || q) over the last dimension from p's normalised log-probabilities and probabilities and q's
+    normalised log-probabilities (torch's ``Categorical.logits``); terms with p = 0 count 0, as in torch.
+    """
+    terms = probs * (log_probs - new_log_probs)
+    return th.where(probs > 0, terms, 0.0).sum(dim=-1)
+
+
 @dataclass
 class DistributionSnapshot:
     """
-    Detached parameters of a batch of action distributions.
+    Detached parameters of a batch of action distributions, in the form the closed-form KL needs.
+
+    The KL is computed from plain tensors rather than through ``torch.distributions`` objects: it runs
+    once per minibatch in PPOKL's loss, where building and validating distribution objects cost more
+    than the arithmetic (see ``benchmarks/overhead.py``).
 
     :param kind: ``"normal"``, ``"categorical"``, ``"multicategorical"`` or ``"bernoulli"``
     :param params: the tensors that define the distributions, first dimension = batch
-        (normal: mean, std; categorical/bernoulli: logits; multicategorical: one logits tensor per sub-space)
+        (normal: mean, std; categorical: normalised log-probabilities, probabilities; multicategorical:
+        those two for each sub-space in turn; bernoulli: logits)
     """
 
     kind: str
@@ -93,11 +114,11 @@ class DistributionSnapshot:
         if isinstance(torch_dist, Normal):
             return cls("normal", (torch_dist.loc.detach(), torch_dist.scale.detach()))
         if isinstance(torch_dist, Categorical):
-            return cls("categorical", (torch_dist.logits.detach(),))
+            return cls("categorical", (torch_dist.logits.detach(), torch_dist.probs.detach()))
         if isinstance(torch_dist, Bernoulli):
             return cls("bernoulli", (torch_dist.logits.detach(),))
         if isinstance(torch_dist, list | tuple) and all(isinstance(d, Categorical) for d in torch_dist):
-            return cls("multicategorical", tuple(d.logits.detach() for d in torch_dist))
+            return cls("multicategorical", tuple(t.detach() for d in torch_dist for t in (d.logits, d.probs)))
         raise TypeError(f"No analytic KL for distribution {type(distribution).__name__}")
 
     def __len__(self) -> int:
@@ -118,10 +139,11 @@ class DistributionSnapshot:
         """
         new: Any = distribution.distribution  # a torch Distribution, or a list of them (multi-categorical)
         if self.kind == "normal":
-            return kl_divergence(Normal(self.params[0], self.params[1]), new).sum(dim=-1)
+            return _gaussian_kl(self.params[0], self.params[1], new.loc, new.scale).sum(dim=-1)
         if self.kind == "categorical":
-            return kl_divergence(Categorical(logits=self.params[0]), new)
+            return _categorical_kl(self.params[0], self.params[1], new.logits)
         if self.kind == "bernoulli":
             return kl_divergence(Bernoulli(logits=self.params[0]), new).sum(dim=-1)
-        kls = [kl_divergence(Categorical(logits=p), d) for p, d in zip(self.params, new, strict=True)]
+        pairs = zip(self.params[0::2], self.params[1::2], new, strict=True)
+        kls = [_categorical_kl(log_probs, probs, d.logits) for log_probs, probs, d in pairs]
         return th.stack(kls, dim=-1).sum(dim=-1)

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,19 +22,23 @@ import torch as th
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 
 
-def nonfinite_step_skipped(algorithm: Any, loss: th.Tensor, grad_norm: th.Tensor, optimizer: th.optim.Optimizer) -> bool:
+def nonfinite_step_skipped(
+    algorithm: Any, loss: float | th.Tensor, grad_norm: float | th.Tensor, optimizer: th.optim.Optimizer
+) -> bool:
     """
     :param algorithm: the algorithm (its ``_n_nonfinite_steps`` counter is incremented on a skip)
-    :param loss: the loss whose gradient was just computed
-    :param grad_norm: the global gradient norm (as returned by ``clip_grad_norm_``)
+    :param loss: the loss whose gradient was just computed (a scalar tensor, or its value when the caller already
+        read it, which saves a device synchronisation per step)
+    :param grad_norm: the global gradient norm (as returned by ``clip_grad_norm_``), tensor or value
     :param optimizer: the optimizer about to step
     :return: True if the step must be skipped (gradients already zeroed, warning issued)
     """
-    if bool(th.isfinite(loss)) and bool(th.isfinite(grad_norm)):
+    loss_value, grad_norm_value = float(loss), float(grad_norm)
+    if math.isfinite(loss_value) and math.isfinite(grad_norm_value):
         return False
     algorithm._n_nonfinite_steps = getattr(algorithm, "_n_nonfinite_steps", 0) + 1
     warnings.warn(
-        f"{type(algorithm).__name__}: non-finite loss or gradient (loss={loss.item()}, grad_norm={grad_norm.item()}), "
+        f"{type(algorithm).__name__}: non-finite loss or gradient (loss={loss_value}, grad_norm={grad_norm_value}), "
         "optimizer step skipped (weights unchanged)"
     )
     optimizer.zero_grad()

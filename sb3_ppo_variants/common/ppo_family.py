@@ -230,7 +230,8 @@ class InstrumentedPPO(GuardedRollouts, PPO):
                 # and discussion in PR #419: https://github.com/DLR-RM/stable-baselines3/pull/419
                 # and Schulman blog: http://joschu.net/blog/kl-approx.html
                 with th.no_grad():
-                    approx_kl_div = approx_kl_k3(log_ratio.detach()).cpu().numpy()
+                    # SB3's expression of the k3 estimator (so train/approx_kl is SB3's number, to the bit)
+                    approx_kl_div = th.mean((th.exp(log_ratio) - 1) - log_ratio).cpu().numpy()
                     approx_kl_divs.append(approx_kl_div)
 
                 if self.target_kl is not None and approx_kl_div > 1.5 * self.target_kl:
@@ -248,7 +249,7 @@ class InstrumentedPPO(GuardedRollouts, PPO):
                 # Clip grad norm
                 grad_norm = th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
                 # Numerical guard: never write non-finite weights, skip this minibatch instead
-                if nonfinite_step_skipped(self, loss, grad_norm, self.policy.optimizer):
+                if nonfinite_step_skipped(self, losses[-1], grad_norm, self.policy.optimizer):
                     continue
                 if instrumented:
                     grad_stats.add(gradient, grad_norm)
