@@ -2,17 +2,25 @@
 
 PPOClip vs SB3 PPO, PPOKL vs SB3 PPO, TRPOKL vs sb3-contrib TRPO; on CartPole-v1 (zoo hyperparameters)
 and HalfCheetah-v5 (the PPO paper's settings for the PPO pairs, rl-zoo3's MuJoCo TRPO settings for TRPO),
-for each diagnostics level. Each repetition runs the reference and then ours at every level, in
-alternating order, in this one process, with one torch thread; the ratio ours/reference is taken within
-the repetition and the median and interquartile range over repetitions are reported.
+for each diagnostics level, in this one process with one torch thread.
 
-    python -m benchmarks.overhead            # the full run (about 15 minutes on a quiet 2-core machine)
+Design (a paired, interleaved measurement): each repetition builds the reference and our algorithm at
+every diagnostics level with the same seed, then trains them in lock-step, one rollout + update at a
+time, rotating which model goes first. Slow drifts of a shared machine (other processes, CPU frequency)
+therefore hit every model alike, which a run-after-run comparison of whole trainings cannot achieve
+(its ratios spread by +-10 % on this machine). The time of each update is taken inside ``learn`` (from
+the training-start to the training-end callback event), so ``learn``'s own set-up is not counted. The
+ratio ours/reference is the summed time of a repetition; the median and interquartile range over
+repetitions are reported.
+
+    python -m benchmarks.overhead            # the full run (5 repetitions, about 15 minutes on a quiet 2-core machine)
     python -m benchmarks.overhead --quick    # smoke test (seconds)
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import inspect
 import json
 import time
@@ -22,6 +30,8 @@ import numpy as np
 import torch as th
 from sb3_contrib import TRPO
 from stable_baselines3 import PPO
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.callbacks import BaseCallback
 from tqdm import tqdm
 
 from benchmarks.common import software_versions, zoo_entry, zoo_env, zoo_kwargs
@@ -40,6 +50,8 @@ PAIRS = [
 # CartPole-v1: each algorithm's own zoo entry; HalfCheetah-v5: ppo_kl.yml's entry is the PPO paper's settings
 ENVIRONMENTS = {"CartPole-v1": None, "HalfCheetah-v5": {"ppo_clip": "ppo_kl"}}
 OUR_ONLY = ("kl_", "diagnostics")
+# updates per repetition (about 5 to 10 seconds of training per model and repetition)
+UPDATES = {"CartPole-v1": {"PPOClip / PPO": 60, "PPOKL / PPO": 60, "TRPOKL / TRPO": 20}, "HalfCheetah-v5": 5}
 
 
 def settings(key: str, env_id: str) -> tuple[dict, dict]:
@@ -49,23 +61,55 @@ def settings(key: str, env_id: str) -> tuple[dict, dict]:
     return entry, zoo_kwargs(entry)
 
 
-def timed_learn(algo_class, entry: dict, kwargs: dict, env_id: str, n_updates: int, seed: int) -> tuple[float, float]:
-    """
-    Wall-clock and CPU seconds of this process spent in ``learn`` for ``n_updates`` rollouts + updates
-    (construction excluded). With one torch thread, CPU time is the cost of the run itself, insensitive to
-    other processes competing for the cores; wall-clock time is what the user waits.
-    """
-    env = zoo_env(entry, env_id, seed)
-    model = algo_class(entry.get("policy", "MlpPolicy"), env, seed=seed, **kwargs)
-    steps = n_updates * model.n_steps * env.num_envs
-    start_wall, start_cpu = time.perf_counter(), time.process_time()
-    model.learn(steps)
-    elapsed = time.perf_counter() - start_wall, time.process_time() - start_cpu
-    env.close()
-    return elapsed
+class TrainingClock(BaseCallback):
+    """Adds up the wall-clock and CPU seconds between the training-start and training-end events of ``learn``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seconds = np.zeros(len(CLOCKS))
+        self._start = np.zeros(len(CLOCKS))
+
+    @staticmethod
+    def _now() -> np.ndarray:
+        return np.array([time.perf_counter(), time.process_time()])
+
+    def _on_training_start(self) -> None:
+        self._start = self._now()
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_training_end(self) -> None:
+        self.seconds += self._now() - self._start
 
 
-def run(repetitions: int, updates: dict[str, int], envs: list[str]) -> list[dict]:
+def one_update(model: BaseAlgorithm, clock: TrainingClock, first: bool) -> None:
+    """One rollout + update of ``model`` (continuing its training), timed by ``clock``."""
+    model.learn(model.n_steps * model.n_envs, callback=clock, reset_num_timesteps=first)  # type: ignore[attr-defined]
+
+
+def run_repetition(models: dict[str, BaseAlgorithm], n_updates: int) -> dict[str, np.ndarray]:
+    """
+    Train the models in lock-step, rotating the order every update; Python's cyclic garbage collector runs
+    between rounds, not inside a timed update (as ``timeit`` does), so no model is charged for the others' garbage.
+
+    :return: seconds per model, one entry per clock
+    """
+    clocks = {label: TrainingClock() for label in models}
+    labels = list(models)
+    for update in range(n_updates):
+        shift = update % len(labels)
+        gc.collect()
+        gc.disable()
+        try:
+            for label in labels[shift:] + labels[:shift]:
+                one_update(models[label], clocks[label], first=update == 0)
+        finally:
+            gc.enable()
+    return {label: clock.seconds for label, clock in clocks.items()}
+
+
+def run(repetitions: int, updates: dict, envs: list[str]) -> list[dict]:
     rows = []
     jobs = [(env_id, pair) for env_id in envs for pair in PAIRS]
     with tqdm(total=len(jobs) * repetitions, desc="overhead") as progress:
@@ -75,22 +119,31 @@ def run(repetitions: int, updates: dict[str, int], envs: list[str]) -> list[dict
             accepted = inspect.signature(ours).parameters
             kwargs = {k: v for k, v in kwargs.items() if k in accepted}
             reference_kwargs = {k: v for k, v in kwargs.items() if not k.startswith(OUR_ONLY)}
+            n_updates = updates[env_id][name] if isinstance(updates[env_id], dict) else updates[env_id]
             ratios: dict[str, dict[str, list[float]]] = {clock: {level: [] for level in LEVELS} for clock in CLOCKS}
             seconds: dict[str, list[float]] = {label: [] for label in ("reference", *LEVELS)}
             for rep in range(repetitions):
-                runs = [("reference", reference, reference_kwargs)]
-                runs += [(level, ours, {**kwargs, "diagnostics": level}) for level in LEVELS]
-                if rep % 2:  # alternate the order so drifts of the machine hit both sides
-                    runs.reverse()
-                times = {label: timed_learn(cls, entry, kw, env_id, updates[env_id], seed=rep) for label, cls, kw in runs}
-                for label, (wall, _) in times.items():
-                    seconds[label].append(wall)
+                configurations = [("reference", reference, reference_kwargs)]
+                configurations += [(level, ours, {**kwargs, "diagnostics": level}) for level in LEVELS]
+                models = {
+                    label: cls(entry.get("policy", "MlpPolicy"), zoo_env(entry, env_id, rep), seed=rep, **kw)
+                    for label, cls, kw in configurations
+                }
+                # the models' own objects are never garbage: keep them out of the collector's scans
+                gc.collect()
+                gc.freeze()
+                times = run_repetition(models, n_updates)
+                gc.unfreeze()
+                for model in models.values():
+                    model.get_env().close()  # type: ignore[union-attr]
+                for label, clock_seconds in times.items():
+                    seconds[label].append(float(clock_seconds[0]))
                 for index, clock in enumerate(CLOCKS):
                     for level in LEVELS:
-                        ratios[clock][level].append(times[level][index] / times["reference"][index])
+                        ratios[clock][level].append(float(times[level][index] / times["reference"][index]))
                 progress.update()
             for level in LEVELS:
-                row = {"env": env_id, "pair": name, "diagnostics": level}
+                row = {"env": env_id, "pair": name, "diagnostics": level, "updates_per_repetition": n_updates}
                 for clock in CLOCKS:
                     q25, median, q75 = np.percentile(ratios[clock][level], [25, 50, 75])
                     row[f"median_ratio_{clock}"] = round(float(median), 4)
@@ -122,7 +175,7 @@ def markdown(rows: list[dict]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repetitions", type=int, default=9)
+    parser.add_argument("--repetitions", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="smoke test: 1 repetition, 1 update, CartPole only")
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
@@ -130,7 +183,7 @@ def main() -> None:
     if args.quick:
         rows = run(1, {"CartPole-v1": 1}, ["CartPole-v1"])
     else:
-        rows = run(args.repetitions, {"CartPole-v1": 20, "HalfCheetah-v5": 2}, list(ENVIRONMENTS))
+        rows = run(args.repetitions, UPDATES, list(ENVIRONMENTS))
     table = markdown(rows)
     print(table)
     args.output.mkdir(parents=True, exist_ok=True)
