@@ -33,7 +33,7 @@ def nonfinite_step_skipped(
     :param optimizer: the optimizer about to step
     :return: True if the step must be skipped (gradients already zeroed, warning issued)
     """
-    loss_value, grad_norm_value = float(loss), float(grad_norm)
+    loss_value, grad_norm_value = (x.item() if isinstance(x, th.Tensor) else float(x) for x in (loss, grad_norm))
     if math.isfinite(loss_value) and math.isfinite(grad_norm_value):
         return False
     algorithm._n_nonfinite_steps = getattr(algorithm, "_n_nonfinite_steps", 0) + 1
