@@ -6,11 +6,11 @@ entries; those are used, as the tasks are the same family). A run is built as ``
 VecNormalize with the algorithm's gamma, linear schedules, policy_kwargs); its result is the mean return of
 ``eval_episodes`` deterministic evaluation episodes of the final model (frozen normalisation statistics, raw
 rewards), and a cell is the mean ± std over seeds, with the zoo command that reproduces it.
-LunarLander-v3 needs Box2D: ``pip install "gymnasium[box2d]"`` (binary wheels of box2d, swig and pygame exist
-for Linux x86-64); without it that column is skipped and said so.
+LunarLander-v3 needs Box2D (``gymnasium[box2d]``, part of this package's ``benchmarks`` extra, binary wheels);
+without it that column is skipped and said so.
 
 Profiles: ``full`` = the zoo's budgets (n_timesteps of each entry), seeds 0, 1, 2, 10 evaluation episodes;
-``quick`` = seeds 0, 1, budgets capped at 100k steps (classic control) and 200k steps (MuJoCo), 10 evaluation
+``quick`` = seeds 0, 1, budgets capped at 100k steps (classic control and MuJoCo), 10 evaluation
 episodes (under-trained wherever the zoo budget is larger: the table says which cells were capped).
 
     python -m benchmarks.zoo_table --profile quick
@@ -22,6 +22,7 @@ episodes (under-trained wherever the zoo budget is larger: the table says which 
 from __future__ import annotations
 
 import argparse
+import csv
 import importlib.util
 import json
 from pathlib import Path
@@ -46,9 +47,22 @@ MUJOCO = ("HalfCheetah-v5", "Hopper-v5")
 PEERS = ("ppo", "a2c", "trpo")
 PROFILES = {
     "full": {"envs": ENVS, "seeds": [0, 1, 2], "caps": {}, "eval_episodes": 10},
-    "quick": {"envs": ENVS, "seeds": [0, 1], "caps": {"classic": 100_000, "mujoco": 200_000}, "eval_episodes": 10},
+    "quick": {"envs": ENVS, "seeds": [0, 1], "caps": {"classic": 100_000, "mujoco": 100_000}, "eval_episodes": 10},
     "smoke": {"envs": ["CartPole-v1"], "seeds": [0], "caps": {"classic": 2_048, "mujoco": 2_048}, "eval_episodes": 1},
 }
+
+# rl-zoo3's published table (benchmark.md of DLR-RM/rl-baselines3-zoo): one trained agent per cell, evaluated for
+# ~150k steps; (mean, std, training steps). Its LunarLander / MuJoCo rows are v2 / v3 tasks, the closest to ours.
+ZOO_BENCHMARK_URL = "https://github.com/DLR-RM/rl-baselines3-zoo/blob/master/benchmark.md"
+# rows copied from benchmark.md: algo, env (ours), mean, std, training steps
+ZOO_BENCHMARK: dict[str, dict[str, tuple[float, float, str]]] = {}
+with open(Path(__file__).with_name("zoo_benchmark.csv"), newline="") as _file:
+    for _row in csv.DictReader(_file):
+        ZOO_BENCHMARK.setdefault(_row["algo"], {})[_row["env"]] = (
+            float(_row["mean"]),
+            float(_row["std"]),
+            _row["budget"].replace("(", " ("),
+        )
 
 
 def entry_id(algo: str, env_id: str) -> str | None:
@@ -151,6 +165,22 @@ def markdown(result: dict, envs: list[str], out_dir: Path) -> str:
         for env in envs:
             row = by_cell.get((algo, env))
             cells.append("" if row is None else f"{row['mean']:.1f} ± {row['std']:.1f}{'*' if row['capped'] else ''}")
+        lines.append(f"| {NAMES[algo]} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        f"rl-zoo3's published numbers ([benchmark.md]({ZOO_BENCHMARK_URL}): one agent per cell, its own budget) "
+        "and the difference of our peer runs from them:",
+        "",
+        "| algorithm | " + " | ".join(envs) + " |",
+        "|---|" + "---|" * len(envs),
+    ]
+    for algo, published in ZOO_BENCHMARK.items():
+        cells = []
+        for env in envs:
+            mean, std, budget = published[env]
+            row = by_cell.get((algo, env))
+            ours = "" if row is None else f"; here {row['mean'] - mean:+.1f}"
+            cells.append(f"{mean:.1f} ± {std:.1f} @ {budget}{ours}")
         lines.append(f"| {NAMES[algo]} | " + " | ".join(cells) + " |")
     if result["skipped_envs"]:
         lines += ["", f"Skipped (Box2D not installed): {', '.join(result['skipped_envs'])}."]
