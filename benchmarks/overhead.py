@@ -13,7 +13,7 @@ the training-start to the training-end callback event), so ``learn``'s own set-u
 ratio ours/reference is the summed time of a repetition; the median and interquartile range over
 repetitions are reported.
 
-    python -m benchmarks.overhead            # the full run (5 repetitions, about 15 minutes on a quiet 2-core machine)
+    python -m benchmarks.overhead            # the full run (5 repetitions, about 25 minutes on a quiet 2-core machine)
     python -m benchmarks.overhead --quick    # smoke test (seconds)
 """
 
@@ -50,8 +50,9 @@ PAIRS = [
 # CartPole-v1: each algorithm's own zoo entry; HalfCheetah-v5: ppo_kl.yml's entry is the PPO paper's settings
 ENVIRONMENTS = {"CartPole-v1": None, "HalfCheetah-v5": {"ppo_clip": "ppo_kl"}}
 OUR_ONLY = ("kl_", "diagnostics")
-# updates per repetition (about 5 to 10 seconds of training per model and repetition)
-UPDATES = {"CartPole-v1": {"PPOClip / PPO": 60, "PPOKL / PPO": 60, "TRPOKL / TRPO": 20}, "HalfCheetah-v5": 5}
+# updates per repetition: multiples of the 4 models, so each model takes each position of the rotation equally often
+# (about 5 to 20 seconds of training per model and repetition)
+UPDATES = {"CartPole-v1": {"PPOClip / PPO": 60, "PPOKL / PPO": 60, "TRPOKL / TRPO": 20}, "HalfCheetah-v5": 8}
 
 
 def settings(key: str, env_id: str) -> tuple[dict, dict]:
