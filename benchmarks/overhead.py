@@ -52,7 +52,10 @@ ENVIRONMENTS = {"CartPole-v1": None, "HalfCheetah-v5": {"ppo_clip": "ppo_kl"}}
 OUR_ONLY = ("kl_", "diagnostics")
 # updates per repetition: multiples of the 4 models, so each model takes each position of the rotation equally often
 # (about 5 to 20 seconds of training per model and repetition)
-UPDATES = {"CartPole-v1": {"PPOClip / PPO": 60, "PPOKL / PPO": 60, "TRPOKL / TRPO": 20}, "HalfCheetah-v5": 8}
+UPDATES = {
+    "CartPole-v1": {"PPOClip / PPO": 60, "PPOKL / PPO": 60, "TRPOKL / TRPO": 20},
+    "HalfCheetah-v5": {name: 8 for name, *_ in PAIRS},
+}
 
 
 def settings(key: str, env_id: str) -> tuple[dict, dict]:
@@ -110,7 +113,8 @@ def run_repetition(models: dict[str, BaseAlgorithm], n_updates: int) -> dict[str
     return {label: clock.seconds for label, clock in clocks.items()}
 
 
-def run(repetitions: int, updates: dict, envs: list[str]) -> list[dict]:
+def run(repetitions: int, updates: dict[str, dict[str, int]], envs: list[str]) -> list[dict]:
+    """:param updates: updates per repetition, by environment and pair name"""
     rows = []
     jobs = [(env_id, pair) for env_id in envs for pair in PAIRS]
     with tqdm(total=len(jobs) * repetitions, desc="overhead") as progress:
@@ -120,7 +124,7 @@ def run(repetitions: int, updates: dict, envs: list[str]) -> list[dict]:
             accepted = inspect.signature(ours).parameters
             kwargs = {k: v for k, v in kwargs.items() if k in accepted}
             reference_kwargs = {k: v for k, v in kwargs.items() if not k.startswith(OUR_ONLY)}
-            n_updates = updates[env_id][name] if isinstance(updates[env_id], dict) else updates[env_id]
+            n_updates = updates[env_id][name]
             ratios: dict[str, dict[str, list[float]]] = {clock: {level: [] for level in LEVELS} for clock in CLOCKS}
             seconds: dict[str, list[float]] = {label: [] for label in ("reference", *LEVELS)}
             for rep in range(repetitions):
@@ -182,7 +186,7 @@ def main() -> None:
     args = parser.parse_args()
     th.set_num_threads(1)
     if args.quick:
-        rows = run(1, {"CartPole-v1": 1}, ["CartPole-v1"])
+        rows = run(1, {"CartPole-v1": {name: 1 for name, *_ in PAIRS}}, ["CartPole-v1"])
     else:
         rows = run(args.repetitions, UPDATES, list(ENVIRONMENTS))
     table = markdown(rows)
