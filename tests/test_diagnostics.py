@@ -139,8 +139,9 @@ def test_closed_form_kl_matches_torch_values_and_gradients():
     ours = DistributionSnapshot.from_distribution(old).kl_to(new)
     reference = kl_divergence(Normal(mean, log_std.exp()), Normal(new_mean, new_log_std.exp())).sum(-1)
     th.testing.assert_close(ours, reference)
-    grads = th.autograd.grad(ours.sum(), (new_mean, new_log_std))
-    th.testing.assert_close(grads, th.autograd.grad(reference.sum(), (new_mean, new_log_std)))
+    grads = th.autograd.grad(ours.sum(), (new_mean, new_log_std), retain_graph=True)
+    th.testing.assert_close(grads, th.autograd.grad(reference.sum(), (new_mean, new_log_std), retain_graph=True))
+    assert_mean_kl_matches(DistributionSnapshot.from_distribution(old), new, reference, (new_mean, new_log_std))
 
     # categorical, including an action the old policy never takes (probability 0 contributes 0, not NaN)
     logits = th.randn(6, 4, generator=generator)
@@ -152,7 +153,25 @@ def test_closed_form_kl_matches_torch_values_and_gradients():
     reference = kl_divergence(Categorical(logits=logits), Categorical(logits=new_logits))
     assert th.isfinite(ours).all()
     th.testing.assert_close(ours, reference)
-    th.testing.assert_close(th.autograd.grad(ours.sum(), new_logits), th.autograd.grad(reference.sum(), new_logits))
+    grads = th.autograd.grad(ours.sum(), new_logits, retain_graph=True)
+    th.testing.assert_close(grads, th.autograd.grad(reference.sum(), new_logits, retain_graph=True))
+    assert_mean_kl_matches(DistributionSnapshot.from_distribution(old_c), new_c, reference, (new_logits,))
+
+    # multi-categorical: the sum over sub-spaces of the categorical KL
+    new_logits = th.randn(6, 5, generator=generator).requires_grad_()
+    old_m = MultiCategoricalDistribution([2, 3]).proba_distribution(th.randn(6, 5, generator=generator))
+    new_m = MultiCategoricalDistribution([2, 3]).proba_distribution(new_logits)
+    reference = sum(kl_divergence(p, q) for p, q in zip(old_m.distribution, new_m.distribution, strict=True))
+    th.testing.assert_close(DistributionSnapshot.from_distribution(old_m).kl_to(new_m), reference)
+    assert_mean_kl_matches(DistributionSnapshot.from_distribution(old_m), new_m, reference, (new_logits,))
+
+
+def assert_mean_kl_matches(snapshot, new, reference_per_state, inputs):
+    """mean_kl_to (PPOKL's per-minibatch penalty) equals the mean of torch's KL, value and gradient."""
+    ours = snapshot.mean_kl_to(new)
+    th.testing.assert_close(ours, reference_per_state.mean())
+    grads = th.autograd.grad(ours, inputs, retain_graph=True)
+    th.testing.assert_close(grads, th.autograd.grad(reference_per_state.mean(), inputs))
 
 
 def test_kl_estimator_resolution():

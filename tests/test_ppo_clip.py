@@ -31,6 +31,17 @@ def test_same_parameters_with_target_kl_early_stopping_and_vf_clipping():
     th.testing.assert_close(policy_params(ours), policy_params(reference), rtol=1e-6, atol=0.0)
 
 
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
+def test_same_parameters_with_and_without_entropy_bonus(env_id):
+    """ent_coef = 0 leaves the entropy out of the graph (SB3 adds 0 * entropy): still bit-identical to PPO."""
+    for ent_coef in (0.0, 0.01):
+        reference = PPO("MlpPolicy", env_id, ent_coef=ent_coef, **SETTINGS)
+        reference.learn(3 * 64)
+        ours = PPOClip("MlpPolicy", env_id, ent_coef=ent_coef, diagnostics="off", **SETTINGS)
+        ours.learn(3 * 64)
+        assert th.equal(policy_params(ours), policy_params(reference)), f"ent_coef={ent_coef}"
+
+
 def test_signature_is_superset_of_ppo():
     assert_signature_superset(PPOClip, PPO)
 

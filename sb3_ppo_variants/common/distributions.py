@@ -25,6 +25,7 @@ from stable_baselines3.common.distributions import (
     StateDependentNoiseDistribution,
 )
 from torch.distributions import Bernoulli, Categorical, Normal, kl_divergence
+from torch.nn import functional as F
 
 KL_ESTIMATORS = ("auto", "analytic", "sample")
 
@@ -75,13 +76,37 @@ def _gaussian_kl(loc: th.Tensor, scale: th.Tensor, new_loc: th.Tensor, new_scale
     return 0.5 * (var_ratio + t1 - 1 - var_ratio.log())
 
 
-def _categorical_kl(log_probs: th.Tensor, probs: th.Tensor, new_log_probs: th.Tensor) -> th.Tensor:
+def _gaussian_mean_kl(
+    loc: th.Tensor, var: th.Tensor, log_scale_sum: th.Tensor, new_loc: th.Tensor, new_scale: th.Tensor
+) -> th.Tensor:
     """
-    KL(p || q) over the last dimension from p's normalised log-probabilities and probabilities and q's
-    normalised log-probabilities (torch's ``Categorical.logits``); terms with p = 0 count 0, as in torch.
+    Mean over the batch of KL(N(loc, scale) || N(new_loc, new_scale)) summed over dimensions, written as
+    sum(log new_scale + ((new_loc - loc)^2 + var) / (2 new_scale^2)) - sum(log scale + 1/2), so that the old
+    policy's terms (``var`` = scale^2, ``log_scale_sum`` = sum over dimensions of log scale + 1/2 per state) are
+    computed once per update and the penalty adds few operations (and few backward nodes) per minibatch.
     """
-    terms = probs * (log_probs - new_log_probs)
-    return th.where(probs > 0, terms, 0.0).sum(dim=-1)
+    diff = new_loc - loc
+    per_dim = th.add(new_scale.log(), (diff * diff + var) / (new_scale * new_scale), alpha=0.5)
+    return (per_dim.sum() - log_scale_sum.sum()) / len(loc)
+
+
+def _categorical_kl(log_probs: th.Tensor, new_log_probs: th.Tensor, reduction: str = "none") -> th.Tensor:
+    """
+    KL(p || q) from p's and q's normalised log-probabilities (torch's ``Categorical.logits``), in one fused
+    ``F.kl_div`` call: summed over the last dimension (``reduction="none"``, shape (batch,)) or also
+    averaged over the batch (``"batchmean"``). ``log_probs`` must be finite (see ``_finite_log_probs``).
+    """
+    if reduction == "batchmean":
+        return F.kl_div(new_log_probs, log_probs, reduction="batchmean", log_target=True)
+    return F.kl_div(new_log_probs, log_probs, reduction="none", log_target=True).sum(dim=-1)
+
+
+def _finite_log_probs(log_probs: th.Tensor) -> th.Tensor:
+    """
+    Old log-probabilities with -inf (an action of probability 0) clamped to the most negative float, as
+    ``Categorical.entropy`` does: its term p * (log p - log q) is then exactly 0 instead of NaN (0 * -inf).
+    """
+    return log_probs.clamp(min=th.finfo(log_probs.dtype).min)
 
 
 @dataclass
@@ -95,8 +120,9 @@ class DistributionSnapshot:
 
     :param kind: ``"normal"``, ``"categorical"``, ``"multicategorical"`` or ``"bernoulli"``
     :param params: the tensors that define the distributions, first dimension = batch
-        (normal: mean, std; categorical: normalised log-probabilities, probabilities; multicategorical:
-        those two for each sub-space in turn; bernoulli: logits)
+        (normal: mean, std, variance, sum over dimensions of log std + 1/2; categorical: normalised
+        log-probabilities, -inf clamped to the most negative float; multicategorical: those of each sub-space
+        in turn; bernoulli: logits)
     """
 
     kind: str
@@ -112,13 +138,14 @@ class DistributionSnapshot:
         """
         torch_dist: Any = distribution.distribution  # a torch Distribution, or a list of Categorical
         if isinstance(torch_dist, Normal):
-            return cls("normal", (torch_dist.loc.detach(), torch_dist.scale.detach()))
+            loc, scale = torch_dist.loc.detach(), torch_dist.scale.detach()
+            return cls("normal", (loc, scale, scale * scale, (scale.log() + 0.5).sum(dim=-1)))
         if isinstance(torch_dist, Categorical):
-            return cls("categorical", (torch_dist.logits.detach(), torch_dist.probs.detach()))
+            return cls("categorical", (_finite_log_probs(torch_dist.logits.detach()),))
         if isinstance(torch_dist, Bernoulli):
             return cls("bernoulli", (torch_dist.logits.detach(),))
         if isinstance(torch_dist, list | tuple) and all(isinstance(d, Categorical) for d in torch_dist):
-            return cls("multicategorical", tuple(t.detach() for d in torch_dist for t in (d.logits, d.probs)))
+            return cls("multicategorical", tuple(_finite_log_probs(d.logits.detach()) for d in torch_dist))
         raise TypeError(f"No analytic KL for distribution {type(distribution).__name__}")
 
     def __len__(self) -> int:
@@ -141,9 +168,27 @@ class DistributionSnapshot:
         if self.kind == "normal":
             return _gaussian_kl(self.params[0], self.params[1], new.loc, new.scale).sum(dim=-1)
         if self.kind == "categorical":
-            return _categorical_kl(self.params[0], self.params[1], new.logits)
+            return _categorical_kl(self.params[0], new.logits)
         if self.kind == "bernoulli":
             return kl_divergence(Bernoulli(logits=self.params[0]), new).sum(dim=-1)
-        pairs = zip(self.params[0::2], self.params[1::2], new, strict=True)
-        kls = [_categorical_kl(log_probs, probs, d.logits) for log_probs, probs, d in pairs]
+        kls = [_categorical_kl(log_probs, d.logits) for log_probs, d in zip(self.params, new, strict=True)]
         return th.stack(kls, dim=-1).sum(dim=-1)
+
+    def mean_kl_to(self, distribution: Distribution) -> th.Tensor:
+        """
+        ``kl_to(distribution).mean()`` (equal up to float rounding), with fewer tensor operations for Gaussian and
+        (multi-)categorical distributions: it runs once per minibatch inside PPOKL's loss, where each extra
+        operation and its backward node cost time (see ``benchmarks/overhead.py``).
+
+        :param distribution: as for ``kl_to``
+        :return: scalar tensor
+        """
+        new: Any = distribution.distribution
+        if self.kind == "normal":
+            return _gaussian_mean_kl(self.params[0], self.params[2], self.params[3], new.loc, new.scale)
+        if self.kind == "categorical":
+            return _categorical_kl(self.params[0], new.logits, reduction="batchmean")
+        if self.kind == "multicategorical":
+            pairs = zip(self.params, new, strict=True)
+            return sum(_categorical_kl(log_probs, d.logits, reduction="batchmean") for log_probs, d in pairs)  # type: ignore[return-value]
+        return self.kl_to(distribution).mean()

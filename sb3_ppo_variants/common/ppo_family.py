@@ -110,7 +110,7 @@ class InstrumentedPPO(GuardedRollouts, PPO):
         Must be called right after ``evaluate_actions`` (SB3 keeps the last distribution in ``policy.action_dist``).
         """
         if old_distribution is not None:
-            return old_distribution.kl_to(self.policy.action_dist).mean()
+            return old_distribution.mean_kl_to(self.policy.action_dist)
         return approx_kl_k3(log_ratio)
 
     def _snapshot_policy(self, observations: Observations) -> DistributionSnapshot:
@@ -222,7 +222,12 @@ class InstrumentedPPO(GuardedRollouts, PPO):
 
                 entropy_losses.append(entropy_loss.item())
 
-                loss = policy_loss + self.ent_coef * entropy_loss + self.vf_coef * value_loss
+                if self.ent_coef != 0:
+                    loss = policy_loss + self.ent_coef * entropy_loss + self.vf_coef * value_loss
+                else:
+                    # SB3 adds 0 * entropy_loss: the same loss and gradients to the bit (adding exact zeros changes
+                    # no float), minus a backward pass of zeros through the entropy
+                    loss = policy_loss + self.vf_coef * value_loss
                 losses.append(loss.item())
 
                 # Calculate approximate form of reverse KL Divergence for early stopping
@@ -230,8 +235,9 @@ class InstrumentedPPO(GuardedRollouts, PPO):
                 # and discussion in PR #419: https://github.com/DLR-RM/stable-baselines3/pull/419
                 # and Schulman blog: http://joschu.net/blog/kl-approx.html
                 with th.no_grad():
-                    # SB3's expression of the k3 estimator (so train/approx_kl is SB3's number, to the bit)
-                    approx_kl_div = th.mean((th.exp(log_ratio) - 1) - log_ratio).cpu().numpy()
+                    # SB3's expression of the k3 estimator (so train/approx_kl is SB3's number, to the bit;
+                    # ratio is th.exp(log_ratio), already computed)
+                    approx_kl_div = th.mean((ratio - 1) - log_ratio).cpu().numpy()
                     approx_kl_divs.append(approx_kl_div)
 
                 if self.target_kl is not None and approx_kl_div > 1.5 * self.target_kl:
