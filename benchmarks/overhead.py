@@ -13,7 +13,14 @@ the training-start to the training-end callback event), so ``learn``'s own set-u
 ratio ours/reference is the summed time of a repetition; the median and interquartile range over
 repetitions are reported.
 
-    python -m benchmarks.overhead            # the full run (5 repetitions, about 25 minutes on a quiet 2-core machine)
+Two copies of the reference (same class, settings and seed, so exactly the same work) train in the same
+rotation; ours is divided by their mean time. The ratio of one copy to the other, the ``control`` row, is the
+resolution of the measurement on this machine: a ratio of ours within the control's spread is no measurable
+overhead. The construction order of the five models rotates with the repetitions as well (where a model's
+objects lie in memory changes its speed by a few percent).
+
+    python -m benchmarks.overhead            # the full run (10 repetitions, about 35 minutes on a quiet 2-core machine)
+    python -m benchmarks.overhead --env HalfCheetah-v5 --pair ppo_kl   # one environment and pair
     python -m benchmarks.overhead --quick    # smoke test (seconds)
 """
 
@@ -38,6 +45,8 @@ from benchmarks.common import software_versions, zoo_entry, zoo_env, zoo_kwargs
 from sb3_ppo_variants import PPOKL, TRPOKL, PPOClip
 
 LEVELS = ("off", "basic", "full")
+CONTROL = "control"  # the reference's second copy
+ROWS = (CONTROL, *LEVELS)
 CLOCKS = ("wall", "cpu")
 RESULTS = Path(__file__).parent / "results" / "overhead"
 
@@ -50,11 +59,11 @@ PAIRS = [
 # CartPole-v1: each algorithm's own zoo entry; HalfCheetah-v5: ppo_kl.yml's entry is the PPO paper's settings
 ENVIRONMENTS = {"CartPole-v1": None, "HalfCheetah-v5": {"ppo_clip": "ppo_kl"}}
 OUR_ONLY = ("kl_", "diagnostics")
-# updates per repetition: multiples of the 4 models, so each model takes each position of the rotation equally often
-# (about 5 to 20 seconds of training per model and repetition)
+# updates per repetition: multiples of the 5 models, so each model takes each position of the rotation equally often
+# (about 5 to 25 seconds of training per model and repetition)
 UPDATES = {
-    "CartPole-v1": {"PPOClip / PPO": 60, "PPOKL / PPO": 60, "TRPOKL / TRPO": 20},
-    "HalfCheetah-v5": {name: 8 for name, *_ in PAIRS},
+    "CartPole-v1": {"PPOClip / PPO": 30, "PPOKL / PPO": 30, "TRPOKL / TRPO": 10},
+    "HalfCheetah-v5": {name: 5 for name, *_ in PAIRS},
 }
 
 
@@ -94,29 +103,36 @@ def one_update(model: BaseAlgorithm, clock: TrainingClock, first: bool) -> None:
 
 def run_repetition(models: dict[str, BaseAlgorithm], n_updates: int) -> dict[str, np.ndarray]:
     """
-    Train the models in lock-step, rotating the order every update; Python's cyclic garbage collector runs
-    between rounds, not inside a timed update (as ``timeit`` does), so no model is charged for the others' garbage.
+    Train the models in lock-step after one untimed warm-up update each, rotating the order every update;
+    Python's cyclic garbage collector runs between rounds, not inside a timed update (as ``timeit`` does), so no
+    model is charged for the others' garbage.
 
     :return: seconds per model, one entry per clock
     """
-    clocks = {label: TrainingClock() for label in models}
     labels = list(models)
+    # one untimed update each first: the first update of a model (and the first of the process) pays one-off costs
+    for label in labels:
+        one_update(models[label], TrainingClock(), first=True)
+    clocks = {label: TrainingClock() for label in models}
     for update in range(n_updates):
         shift = update % len(labels)
         gc.collect()
         gc.disable()
         try:
             for label in labels[shift:] + labels[:shift]:
-                one_update(models[label], clocks[label], first=update == 0)
+                one_update(models[label], clocks[label], first=False)
         finally:
             gc.enable()
     return {label: clock.seconds for label, clock in clocks.items()}
 
 
-def run(repetitions: int, updates: dict[str, dict[str, int]], envs: list[str]) -> list[dict]:
-    """:param updates: updates per repetition, by environment and pair name"""
+def run(repetitions: int, updates: dict[str, dict[str, int]], envs: list[str], keys: list[str]) -> list[dict]:
+    """
+    :param updates: updates per repetition, by environment and pair name
+    :param keys: our zoo keys of the pairs to run
+    """
     rows = []
-    jobs = [(env_id, pair) for env_id in envs for pair in PAIRS]
+    jobs = [(env_id, pair) for env_id in envs for pair in PAIRS if pair[2] in keys]
     with tqdm(total=len(jobs) * repetitions, desc="overhead") as progress:
         for env_id, (name, ours, key, reference) in jobs:
             entry, kwargs = settings(key, env_id)
@@ -125,11 +141,14 @@ def run(repetitions: int, updates: dict[str, dict[str, int]], envs: list[str]) -
             kwargs = {k: v for k, v in kwargs.items() if k in accepted}
             reference_kwargs = {k: v for k, v in kwargs.items() if not k.startswith(OUR_ONLY)}
             n_updates = updates[env_id][name]
-            ratios: dict[str, dict[str, list[float]]] = {clock: {level: [] for level in LEVELS} for clock in CLOCKS}
-            seconds: dict[str, list[float]] = {label: [] for label in ("reference", *LEVELS)}
+            ratios: dict[str, dict[str, list[float]]] = {clock: {label: [] for label in ROWS} for clock in CLOCKS}
+            seconds: dict[str, list[float]] = {label: [] for label in ("reference", *ROWS)}
             for rep in range(repetitions):
-                configurations = [("reference", reference, reference_kwargs)]
+                configurations = [("reference", reference, reference_kwargs), (CONTROL, reference, reference_kwargs)]
                 configurations += [(level, ours, {**kwargs, "diagnostics": level}) for level in LEVELS]
+                # where a model lies in memory changes its speed by a few percent: rotate the construction order too
+                shift = rep % len(configurations)
+                configurations = configurations[shift:] + configurations[:shift]
                 models = {
                     label: cls(entry.get("policy", "MlpPolicy"), zoo_env(entry, env_id, rep), seed=rep, **kw)
                     for label, cls, kw in configurations
@@ -144,17 +163,20 @@ def run(repetitions: int, updates: dict[str, dict[str, int]], envs: list[str]) -
                 for label, clock_seconds in times.items():
                     seconds[label].append(float(clock_seconds[0]))
                 for index, clock in enumerate(CLOCKS):
+                    # ours against both copies of the reference (their mean); the control: one copy against the other
+                    reference_seconds = (times["reference"][index] + times[CONTROL][index]) / 2
+                    ratios[clock][CONTROL].append(float(times[CONTROL][index] / times["reference"][index]))
                     for level in LEVELS:
-                        ratios[clock][level].append(float(times[level][index] / times["reference"][index]))
+                        ratios[clock][level].append(float(times[level][index] / reference_seconds))
                 progress.update()
-            for level in LEVELS:
-                row = {"env": env_id, "pair": name, "diagnostics": level, "updates_per_repetition": n_updates}
+            for label in ROWS:
+                row = {"env": env_id, "pair": name, "diagnostics": label, "updates_per_repetition": n_updates}
                 for clock in CLOCKS:
-                    q25, median, q75 = np.percentile(ratios[clock][level], [25, 50, 75])
+                    q25, median, q75 = np.percentile(ratios[clock][label], [25, 50, 75])
                     row[f"median_ratio_{clock}"] = round(float(median), 4)
                     row[f"iqr_{clock}"] = [round(float(q25), 4), round(float(q75), 4)]
-                    row[f"ratios_{clock}"] = [round(r, 4) for r in ratios[clock][level]]
-                row["median_seconds_ours"] = round(float(np.median(seconds[level])), 3)
+                    row[f"ratios_{clock}"] = [round(r, 4) for r in ratios[clock][label]]
+                row["median_seconds_ours"] = round(float(np.median(seconds[label])), 3)
                 row["median_seconds_reference"] = round(float(np.median(seconds["reference"])), 3)
                 rows.append(row)
     return rows
@@ -162,7 +184,8 @@ def run(repetitions: int, updates: dict[str, dict[str, int]], envs: list[str]) -
 
 def markdown(rows: list[dict]) -> str:
     lines = [
-        "| env | ours / reference | diagnostics | wall-clock: median ratio (IQR) | CPU time: median ratio (IQR) "
+        "| env | ours / reference | diagnostics (control: the reference's copy) "
+        "| wall-clock: median ratio (IQR) | CPU time: median ratio (IQR) "
         "| median wall s (ours / ref) |",
         "|---|---|---|---|---|---|",
     ]
@@ -180,19 +203,24 @@ def markdown(rows: list[dict]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repetitions", type=int, default=5)
+    parser.add_argument("--repetitions", type=int, default=10)
     parser.add_argument("--quick", action="store_true", help="smoke test: 1 repetition, 1 update, CartPole only")
+    parser.add_argument("--env", choices=list(ENVIRONMENTS), action="append", help="only these environments (repeatable)")
+    keys = [key for *_, key, _ in PAIRS]
+    parser.add_argument("--pair", choices=keys, action="append", help="only these pairs, by our zoo key (repeatable)")
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
     th.set_num_threads(1)
+    keys = args.pair or keys
     if args.quick:
-        rows = run(1, {"CartPole-v1": {name: 1 for name, *_ in PAIRS}}, ["CartPole-v1"])
+        rows = run(1, {"CartPole-v1": {name: 1 for name, *_ in PAIRS}}, ["CartPole-v1"], keys)
     else:
-        rows = run(args.repetitions, UPDATES, list(ENVIRONMENTS))
+        rows = run(args.repetitions, UPDATES, args.env or list(ENVIRONMENTS), keys)
     table = markdown(rows)
     print(table)
     args.output.mkdir(parents=True, exist_ok=True)
     command = "python -m benchmarks.overhead" + (" --quick" if args.quick else f" --repetitions {args.repetitions}")
+    command += "".join(f" --env {env_id}" for env_id in args.env or []) + "".join(f" --pair {key}" for key in args.pair or [])
     (args.output / "results.json").write_text(
         json.dumps({"command": command, "versions": software_versions(), "rows": rows}, indent=2) + "\n"
     )

@@ -18,7 +18,8 @@ def test_overhead_benchmark_smoke(tmp_path):
     run_module("benchmarks.overhead", "--quick", "--output", str(tmp_path))
     results = json.loads((tmp_path / "results.json").read_text())
     pairs = {(row["pair"], row["diagnostics"]) for row in results["rows"]}
-    assert len(pairs) == 9 and all(row["median_ratio_wall"] > 0 and row["median_ratio_cpu"] > 0 for row in results["rows"])
+    assert {level for _, level in pairs} == {"control", "off", "basic", "full"}
+    assert len(pairs) == 12 and all(row["median_ratio_wall"] > 0 and row["median_ratio_cpu"] > 0 for row in results["rows"])
     assert results["versions"]["stable-baselines3"] != "not installed"
 
 
