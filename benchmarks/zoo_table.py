@@ -54,15 +54,20 @@ PROFILES = {
 # rl-zoo3's published table (benchmark.md of DLR-RM/rl-baselines3-zoo): one trained agent per cell, evaluated for
 # ~150k steps; (mean, std, training steps). Its LunarLander / MuJoCo rows are v2 / v3 tasks, the closest to ours.
 ZOO_BENCHMARK_URL = "https://github.com/DLR-RM/rl-baselines3-zoo/blob/master/benchmark.md"
-# rows copied from benchmark.md: algo, env (ours), mean, std, training steps
-ZOO_BENCHMARK: dict[str, dict[str, tuple[float, float, str]]] = {}
-with open(Path(__file__).with_name("zoo_benchmark.csv"), newline="") as _file:
-    for _row in csv.DictReader(_file):
-        ZOO_BENCHMARK.setdefault(_row["algo"], {})[_row["env"]] = (
-            float(_row["mean"]),
-            float(_row["std"]),
-            _row["budget"].replace("(", " ("),
-        )
+ZOO_BENCHMARK_CSV = Path(__file__).with_name("zoo_benchmark.csv")
+
+
+def published_zoo_numbers() -> dict[str, dict[str, tuple[float, float, str]]]:
+    """:return: the rows copied from benchmark.md (``zoo_benchmark.csv``): algo -> env (ours) -> (mean, std, training steps)"""
+    published: dict[str, dict[str, tuple[float, float, str]]] = {}
+    with open(ZOO_BENCHMARK_CSV, newline="") as file:
+        for row in csv.DictReader(file):
+            published.setdefault(row["algo"], {})[row["env"]] = (
+                float(row["mean"]),
+                float(row["std"]),
+                row["budget"].replace("(", " ("),
+            )
+    return published
 
 
 def entry_id(algo: str, env_id: str) -> str | None:
@@ -174,7 +179,7 @@ def markdown(result: dict, envs: list[str], out_dir: Path) -> str:
         "| algorithm | " + " | ".join(envs) + " |",
         "|---|" + "---|" * len(envs),
     ]
-    for algo, published in ZOO_BENCHMARK.items():
+    for algo, published in published_zoo_numbers().items():
         cells = []
         for env in envs:
             mean, std, budget = published[env]
