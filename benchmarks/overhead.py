@@ -9,9 +9,9 @@ every diagnostics level with the same seed, then trains them in lock-step, one r
 time, rotating which model goes first. Slow drifts of a shared machine (other processes, CPU frequency)
 therefore hit every model alike, which a run-after-run comparison of whole trainings cannot achieve
 (its ratios spread by +-10 % on this machine). The time of each update is taken inside ``learn`` (from
-the training-start to the training-end callback event), so ``learn``'s own set-up is not counted. The
-ratio ours/reference is the summed time of a repetition; the median and interquartile range over
-repetitions are reported.
+the training-start to the training-end callback event), so ``learn``'s own set-up is not counted. Ratios
+are taken on the summed times of a repetition; the median and interquartile range over repetitions are
+reported.
 
 Two copies of the reference (same class, settings and seed, so exactly the same work) train in the same
 rotation; ours is divided by their mean time. The ratio of one copy to the other, the ``control`` row, is the
