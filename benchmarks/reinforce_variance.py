@@ -3,7 +3,7 @@
 At fixed policy snapshots (the initial policy and one part-trained by REINFORCE) of CartPole-v1 and Pendulum-v1,
 many independent batches of complete episodes are sampled; on each batch the eight estimators of the policy
 gradient are computed *on the same episodes* (common random numbers: the comparison between estimators is
-paired), with the package's own code (``sb3_ppo_variants.common.baselines``):
+paired), with the package's own code (``sb3_ppo_variants.reinforce.baselines``):
 
     ghat = (1/N) sum_i sum_t grad log pi(a_t|s_t) (target_t - b)      target = R(tau) or G_t
 
@@ -50,7 +50,7 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.utils import obs_as_tensor
 from tqdm import tqdm
 
-from sb3_ppo_variants.common.baselines import (
+from sb3_ppo_variants.reinforce.baselines import (
     OptimalBaseline,
     actor_parameters,
     discounted_returns,
@@ -58,7 +58,7 @@ from sb3_ppo_variants.common.baselines import (
     optimal_baseline,
     per_episode_gradients,
 )
-from sb3_ppo_variants.common.episodes import Episode, EpisodeBatch
+from sb3_ppo_variants.reinforce.episodes import Episode, EpisodeBatch
 from sb3_ppo_variants.reinforce import REINFORCE
 
 RETURNS = ("full", "rtg")  # whole-episode return R(tau), reward-to-go G_t

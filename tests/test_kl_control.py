@@ -2,7 +2,7 @@
 
 import pytest
 
-from sb3_ppo_variants.common.kl_control import make_kl_controller
+from sb3_ppo_variants.ppo_kl.kl_control import make_kl_controller
 
 
 def beta_path(controller, kls):

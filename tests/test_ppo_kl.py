@@ -9,7 +9,7 @@ import torch as th
 from stable_baselines3 import PPO
 
 from sb3_ppo_variants import PPOKL
-from sb3_ppo_variants.common.kl_control import AdaptiveKLController, ProportionalKLController
+from sb3_ppo_variants.ppo_kl.kl_control import AdaptiveKLController, ProportionalKLController
 from tests.helpers import assert_signature_superset, learn_and_read_logs, silent_logger
 
 FAST = dict(n_steps=64, batch_size=32, n_epochs=2, policy_kwargs=dict(net_arch=[16]), seed=0)

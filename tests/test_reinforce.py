@@ -22,7 +22,7 @@ from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
-from sb3_ppo_variants.common.baselines import (
+from sb3_ppo_variants.reinforce.baselines import (
     BASELINES,
     OptimalBaseline,
     actor_parameters,
@@ -33,7 +33,7 @@ from sb3_ppo_variants.common.baselines import (
     per_episode_gradients,
     value_parameters,
 )
-from sb3_ppo_variants.common.episodes import Episode, EpisodeBatch, EpisodeBuffer
+from sb3_ppo_variants.reinforce.episodes import Episode, EpisodeBatch, EpisodeBuffer
 from sb3_ppo_variants.reinforce import REINFORCE
 from tests.helpers import learn_and_read_logs, policy_params, silent_logger
 

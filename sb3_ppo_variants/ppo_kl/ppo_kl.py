@@ -8,7 +8,7 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedul
 
 from sb3_ppo_variants.common.diagnostics import check_diagnostics_level
 from sb3_ppo_variants.common.distributions import KL_ESTIMATORS, DistributionSnapshot
-from sb3_ppo_variants.common.kl_control import KLController, make_kl_controller
+from sb3_ppo_variants.ppo_kl.kl_control import KLController, make_kl_controller
 from sb3_ppo_variants.common.ppo_family import InstrumentedPPO
 from sb3_ppo_variants.common.validation import check_ppo_arguments
 from sb3_ppo_variants.ppo_kl.policies import CnnPolicy, MlpPolicy, MultiInputPolicy

@@ -13,7 +13,7 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedul
 from stable_baselines3.common.utils import FloatSchedule, explained_variance, obs_as_tensor, update_learning_rate
 from stable_baselines3.common.vec_env import VecEnv
 
-from sb3_ppo_variants.common.baselines import (
+from sb3_ppo_variants.reinforce.baselines import (
     BASELINES,
     Baseline,
     OptimalBaseline,
@@ -34,7 +34,7 @@ from sb3_ppo_variants.common.diagnostics import (
 from sb3_ppo_variants.common.distributions import DistributionSnapshot, resolve_kl_estimator
 from sb3_ppo_variants.common.guards import nonfinite_observation_guard
 from sb3_ppo_variants.common.validation import check_bool, check_choice, check_float, check_int, check_schedule
-from sb3_ppo_variants.common.episodes import EpisodeBatch, EpisodeBuffer, TensorObservation
+from sb3_ppo_variants.reinforce.episodes import EpisodeBatch, EpisodeBuffer, TensorObservation
 from sb3_ppo_variants.reinforce.policies import CnnPolicy, MlpPolicy, MultiInputPolicy
 
 SelfREINFORCE = TypeVar("SelfREINFORCE", bound="REINFORCE")
@@ -88,7 +88,7 @@ class REINFORCE(OnPolicyAlgorithm):
     regression targets); with the other baselines no value exists and the truncation is treated as the end
     of the episode (the usual REINFORCE behaviour: an agent whose state lacks the time sees a terminal state).
 
-    The baselines and the exact estimators are documented in ``sb3_ppo_variants.common.baselines``.
+    The baselines and the exact estimators are documented in ``sb3_ppo_variants.reinforce.baselines``.
     ``train/grad_variance`` is the trace of the sample covariance of the per-episode estimates
     ghat_i = sum_t grad log pi(a_t|s_t) A_t of the update (policy-gradient term only, after the baseline and any
     advantage normalisation); the variance of the batch gradient ghat is grad_variance / N.

@@ -7,7 +7,7 @@ progress per environment and moves it to the list of finished episodes when the 
 the next collection phase (it is *carried over*, not thrown away).
 
 An ``EpisodeBatch`` is the concatenation of finished episodes, flattened to one time axis, with the
-episode index of every step: the form the update and the gradient maths of ``common/baselines.py`` use.
+episode index of every step: the form the update and the gradient maths of ``reinforce/baselines.py`` use.
 """
 
 from __future__ import annotations

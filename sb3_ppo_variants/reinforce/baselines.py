@@ -46,7 +46,7 @@ import torch as th
 from stable_baselines3.common.policies import ActorCriticPolicy
 from torch.nn import functional as F
 
-from sb3_ppo_variants.common.episodes import EpisodeBatch, TensorObservation
+from sb3_ppo_variants.reinforce.episodes import EpisodeBatch, TensorObservation
 from sb3_ppo_variants.common.guards import nonfinite_step_skipped
 
 BASELINES = ("none", "mean", "value", "optimal")
