@@ -1,5 +1,6 @@
 """Each KL controller driven with chosen KL values: beta's path is checked exactly."""
 
+import numpy as np
 import pytest
 
 from sb3_ppo_variants.ppo_kl.kl_control import make_kl_controller
@@ -69,3 +70,25 @@ def test_bad_arguments(kwargs, message):
     arguments = dict(kl_controller="adaptive", kl_coef=1.0, kl_target=0.01) | kwargs
     with pytest.raises(ValueError, match=message):
         make_kl_controller(**arguments)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(kl_coef="1.0"), "kl_coef must be a finite number > 0"),
+        (dict(kl_target=None), "kl_target must be a finite number > 0"),
+        (dict(kl_coef_max=True), "kl_coef_max must be a finite number > 0"),
+        (dict(kl_factor=[2.0]), "kl_factor must be a finite number > 1"),
+        (dict(kl_controller="proportional", kl_gain=False), "kl_gain must be a finite number > 0"),
+    ],
+)
+def test_arguments_of_the_wrong_type(kwargs, message):
+    arguments = dict(kl_controller="adaptive", kl_coef=1.0, kl_target=0.01) | kwargs
+    with pytest.raises(TypeError, match=message):
+        make_kl_controller(**arguments)
+
+
+def test_numpy_numbers_are_accepted_and_stored_as_floats():
+    controller = make_kl_controller("proportional", kl_coef=np.float32(2.0), kl_target=np.float64(0.01), kl_gain=np.int64(1))
+    assert (controller.kl_coef, controller.kl_target, controller.gain) == (2.0, 0.01, 1.0)
+    assert all(type(value) is float for value in (controller.kl_coef, controller.kl_target, controller.gain))

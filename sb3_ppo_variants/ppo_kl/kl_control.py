@@ -13,12 +13,9 @@ import warnings
 from abc import ABC, abstractmethod
 from typing import Any
 
+from sb3_ppo_variants.common.validation import check_choice, check_float
+
 KL_CONTROLLERS = ("adaptive", "fixed", "proportional")
-
-
-def _check_positive(name: str, value: float) -> None:
-    if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
 
 
 class KLController(ABC):
@@ -34,10 +31,13 @@ class KLController(ABC):
     name: str = ""
 
     def __init__(self, kl_coef: float, kl_target: float, kl_coef_min: float = 1e-6, kl_coef_max: float = 1e6) -> None:
-        _check_positive("kl_coef", kl_coef)
-        _check_positive("kl_target", kl_target)
-        _check_positive("kl_coef_min", kl_coef_min)
-        _check_positive("kl_coef_max", kl_coef_max)
+        for name, value in (
+            ("kl_coef", kl_coef),
+            ("kl_target", kl_target),
+            ("kl_coef_min", kl_coef_min),
+            ("kl_coef_max", kl_coef_max),
+        ):
+            check_float(name, value, low=0.0, low_open=True)
         if kl_coef_min >= kl_coef_max:
             raise ValueError(f"kl_coef_min must be < kl_coef_max, got kl_coef_min={kl_coef_min}, kl_coef_max={kl_coef_max}")
         if not kl_coef_min <= kl_coef <= kl_coef_max:
@@ -95,9 +95,8 @@ class AdaptiveKLController(KLController):
 
     def __init__(self, kl_coef: float, kl_target: float, tolerance: float = 1.5, factor: float = 2.0, **bounds: float) -> None:
         super().__init__(kl_coef, kl_target, **bounds)
-        for arg_name, value in (("kl_tolerance", tolerance), ("kl_factor", factor)):
-            if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value) or value <= 1:
-                raise ValueError(f"{arg_name} must be a finite number > 1, got {value!r}")
+        check_float("kl_tolerance", tolerance, low=1.0, low_open=True)
+        check_float("kl_factor", factor, low=1.0, low_open=True)
         self.tolerance = float(tolerance)
         self.factor = float(factor)
 
@@ -131,7 +130,7 @@ class ProportionalKLController(KLController):
 
     def __init__(self, kl_coef: float, kl_target: float, gain: float = 0.1, **bounds: float) -> None:
         super().__init__(kl_coef, kl_target, **bounds)
-        _check_positive("kl_gain", gain)
+        check_float("kl_gain", gain, low=0.0, low_open=True)
         self.gain = float(gain)
 
     def _proposal(self, kl: float) -> float:
@@ -154,11 +153,10 @@ def make_kl_controller(
 
     :return: the controller
     """
+    check_choice("kl_controller", kl_controller, KL_CONTROLLERS)
     bounds = dict(kl_coef_min=kl_coef_min, kl_coef_max=kl_coef_max)
     if kl_controller == "adaptive":
         return AdaptiveKLController(kl_coef, kl_target, tolerance=kl_tolerance, factor=kl_factor, **bounds)
     if kl_controller == "fixed":
         return FixedKLController(kl_coef, kl_target, **bounds)
-    if kl_controller == "proportional":
-        return ProportionalKLController(kl_coef, kl_target, gain=kl_gain, **bounds)
-    raise ValueError(f"kl_controller must be one of {KL_CONTROLLERS}, got {kl_controller!r}")
+    return ProportionalKLController(kl_coef, kl_target, gain=kl_gain, **bounds)
