@@ -26,11 +26,18 @@ def learn_and_read_logs(model, total_timesteps: int) -> dict[str, float]:
     return {k: v for k, v in model.logger.name_to_value.items() if k.startswith("train/")}
 
 
-def assert_signature_superset(ours: type, peer: type) -> None:
-    """Every constructor parameter of ``peer`` exists in ``ours`` with the same default, in the same relative order."""
+def assert_signature_superset(ours: type, peer: type, different_defaults: dict | None = None) -> None:
+    """
+    Every constructor parameter of ``peer`` exists in ``ours`` with the same default, in the same relative order;
+    ``different_defaults`` (name -> our default) lists the deliberate exceptions, which must hold exactly.
+    """
+    different_defaults = different_defaults or {}
     our_parameters = inspect.signature(ours).parameters
     peer_parameters = inspect.signature(peer).parameters
     for name, parameter in peer_parameters.items():
         assert name in our_parameters, f"missing parameter {name}"
-        assert our_parameters[name].default == parameter.default, f"default of {name} differs"
+        expected = different_defaults.get(name, parameter.default)
+        assert our_parameters[name].default == expected, f"default of {name} differs"
+        if name in different_defaults:
+            assert different_defaults[name] != parameter.default, f"{name}: not a difference"
     assert [name for name in our_parameters if name in peer_parameters] == list(peer_parameters)

@@ -46,7 +46,7 @@ def test_nan_rewards_skip_steps_and_keep_weights_finite(algo, env_id, tmp_path):
     model = algo("MlpPolicy", Corrupt(gym.make(env_id), "reward", every=50), seed=0, **FAST[algo])
     with pytest.warns(UserWarning, match="non-finite"):
         model.learn(256)
-    skipped = model._n_nonfinite_steps + getattr(getattr(model, "baseline_state", None), "_n_nonfinite_steps", 0)
+    skipped = model.nonfinite_guard.n_skipped
     assert skipped > 0
     assert_finite(model)
     model.save(tmp_path / "model.zip")
@@ -76,9 +76,9 @@ def test_forced_nonfinite_loss_is_skipped(algo, monkeypatch):
         return (loss * float("inf") if calls["n"] == 2 else loss), extras
 
     monkeypatch.setattr(model, "_policy_loss", sometimes_nan)
-    with pytest.warns(UserWarning, match="optimizer step skipped"):
+    with pytest.warns(UserWarning, match="step skipped"):
         model.learn(64)
-    assert model._n_nonfinite_steps == 1
+    assert model.nonfinite_guard.n_skipped == 1
     assert_finite(model)
 
 
@@ -89,7 +89,7 @@ def test_forced_nonfinite_surrogate_is_skipped_by_trpo(monkeypatch):
     monkeypatch.setattr(model.policy, "get_distribution", lambda obs: _nan_distribution(model, obs))
     with pytest.warns(UserWarning, match="non-finite"):
         model.learn(64, reset_num_timesteps=False)
-    assert model._n_nonfinite_steps >= 1
+    assert model.nonfinite_guard.n_skipped >= 1
     for name, parameter in model.policy.named_parameters():
         if "value" not in name:
             th.testing.assert_close(parameter, actor_before[name], rtol=0, atol=0)

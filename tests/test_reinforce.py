@@ -222,7 +222,7 @@ def _record_batches(model):
     train = model.train
 
     def recording_train():
-        batches.append(list(model.episode_buffer.finished))
+        batches.append(list(model.rollout_buffer.finished))
         train()
 
     model.train = recording_train
@@ -245,7 +245,7 @@ def test_unfinished_episodes_carry_over_with_two_envs():
     np.testing.assert_array_equal(episode.observations[:, 0], np.arange(7))
     np.testing.assert_array_equal(episode.rewards, np.ones(7))
     assert model.logger.name_to_value["train/carried_over_steps"] == 6
-    assert model.episode_buffer.n_steps_in_progress == 1  # env 0's next episode
+    assert model.rollout_buffer.n_steps_in_progress == 1  # env 0's next episode
 
 
 def test_batches_sized_by_episodes():
@@ -263,7 +263,7 @@ def test_environment_reset_discards_episodes_in_progress():
     model = REINFORCE("MlpPolicy", env, n_steps=5, policy_kwargs=dict(net_arch=[8]), seed=0)
     model.set_logger(silent_logger())
     model.learn(12)
-    assert model.episode_buffer.n_steps_in_progress == 6
+    assert model.rollout_buffer.n_steps_in_progress == 6
     batches = _record_batches(model)
     model.learn(14)  # reset_num_timesteps=True resets the environments
     np.testing.assert_array_equal(batches[0][0].observations[:, 0], np.arange(3))

@@ -19,8 +19,9 @@ from stable_baselines3.common.logger import configure
 
 import sb3_ppo_variants.trpo_kl.trpo_kl as trpo_kl_module
 from sb3_ppo_variants.trpo_kl import TRPOKL
+from sb3_ppo_variants.common.distributions import DistributionSnapshot
 from tests.helpers import assert_signature_superset
-from sb3_ppo_variants.trpo_kl.trpo_kl import TrustRegionStep, cg_relative_residual, joint_kl
+from sb3_ppo_variants.trpo_kl.trpo_kl import LineSearchResult, cg_relative_residual
 
 
 FAST = dict(n_steps=64, batch_size=32, cg_max_steps=5, policy_kwargs=dict(net_arch=[16]))
@@ -177,7 +178,12 @@ def test_cg_relative_residual_hand_computed():
     assert math.isnan(cg_relative_residual(x, th.zeros(2)))
 
 
-def test_joint_kl_hand_computed():
+def test_kl_of_joint_action_distribution_hand_computed():
+    """policy_kl (the shared KL of the measurement layer) sums over independent action dimensions."""
+
+    def joint_kl(old, new):
+        return DistributionSnapshot.from_distribution(old).kl_to(new)
+
     # N(0, 1) x N(0, 1) vs N(1, 1) x N(0, e^2): KL = 1/2 (first dim) + 1 + e^-2 / 2 - 1/2 (second dim)
     old = DiagGaussianDistribution(2).proba_distribution(th.zeros(3, 2), th.zeros(2))
     new = DiagGaussianDistribution(2).proba_distribution(th.tensor([[1.0, 0.0]] * 3), th.tensor([0.0, 1.0]))
@@ -190,9 +196,11 @@ def test_joint_kl_hand_computed():
     assert float(joint_kl(p, p)[0]) == 0.0
 
 
-def test_improvement_ratio():
-    assert TrustRegionStep(0.0, expected_improvement=2.0, actual_improvement=1.0).improvement_ratio == 0.5
-    assert math.isnan(TrustRegionStep(0.0, expected_improvement=0.0, actual_improvement=1.0).improvement_ratio)
+def test_line_search_result_counts_steps():
+    accepted = LineSearchResult(is_success=True, n_tries=3, coefficient=0.64, policy_objective=1.0)
+    assert accepted.line_search_steps == 2 and accepted.step_fraction == 0.64
+    failed = LineSearchResult(is_success=False, n_tries=10, coefficient=0.8**9, policy_objective=1.0)
+    assert failed.line_search_steps == 10 and failed.step_fraction == 0.0
 
 
 @pytest.mark.parametrize("diagnostics", ["off", "basic", "full"])
@@ -203,7 +211,7 @@ def test_logged_keys(diagnostics):
     if diagnostics != "off":
         expected |= BASIC_KEYS
     if diagnostics == "full":
-        expected |= {"train/grad_snr"}
+        expected |= {"train/grad_snr", "train/policy_kl_max", "train/policy_kl_hist"}
     assert keys == expected
 
 

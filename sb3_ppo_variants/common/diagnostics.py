@@ -1,53 +1,122 @@
-"""The diagnostics vocabulary shared by every algorithm of the package.
+"""The measurement layer shared by every algorithm of the package.
 
-Each estimator is a small pure function (unit-tested against hand-computed values); the
-accumulators collect them over the minibatches of one update and write the ``train/`` keys that
-the README's metrics table documents. Diagnostics only *read* tensors: they draw no random numbers
-and never touch gradients, so switching them on or off cannot change what is learned.
+Each update loop calls it at a few fixed points:
+
+- ``OldPolicy(policy, observations, actions, log_prob, kl_method)`` at the start of an update: the policy before
+  the update on the batch (its exact distributions where an analytic KL exists). PPOKL's penalty indexes it by
+  minibatch; ``OldPolicy.measure(policy)`` after the update gives the ``PolicyChange`` (per-state KL, log-ratios).
+- ``diagnostics.begin_update()``, ``diagnostics.add_minibatch(...)`` per optimizer step (PPO family), and
+  ``diagnostics.record(logger, change, ...)`` once per update, which writes the shared ``train/`` keys that the
+  README's metrics table documents.
+
+``make_diagnostics(level)`` gives the object for a level; ``"off"`` gets one that does nothing. Every forward
+pass of the layer runs inside ``measuring(policy)``: eval mode (no dropout, no batch-norm statistics update),
+``no_grad`` and ``torch.random.fork_rng``, so no diagnostics level can change what is learned.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import copy
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch as th
+from stable_baselines3.common.distributions import Distribution
 from stable_baselines3.common.logger import Logger
+from stable_baselines3.common.policies import BasePolicy
 
-DIAGNOSTICS_LEVELS = ("off", "basic", "full")
+from sb3_ppo_variants.common.distributions import DistributionSnapshot, k3, kl_per_state
+
+DiagnosticsLevel = Literal["off", "basic", "full"]
+DIAGNOSTICS_LEVELS: tuple[DiagnosticsLevel, ...] = ("off", "basic", "full")
+Observations = th.Tensor | dict[str, th.Tensor]
 
 
-def check_diagnostics_level(diagnostics: str) -> str:
+@contextmanager
+def measuring(policy: BasePolicy, no_grad: bool = True) -> Iterator[None]:
     """
-    :param diagnostics: the user's choice
-    :return: the same value, if it is one of ``DIAGNOSTICS_LEVELS``
+    Run a measurement on the policy without touching what is learned: eval mode (restored on exit), no gradient
+    (unless the measurement differentiates, ``no_grad=False``; it must not touch ``.grad`` then), and PyTorch's
+    random state restored on exit (also on the policy's CUDA device).
     """
-    if diagnostics not in DIAGNOSTICS_LEVELS:
-        raise ValueError(f"diagnostics must be one of {DIAGNOSTICS_LEVELS}, got {diagnostics!r}")
-    return diagnostics
+    was_training = policy.training
+    devices = [policy.device] if policy.device.type == "cuda" else []
+    policy.set_training_mode(False)
+    try:
+        with th.set_grad_enabled(not no_grad), th.random.fork_rng(devices=devices):
+            yield
+    finally:
+        policy.set_training_mode(was_training)
 
 
-def approx_kl_k3(log_ratio: th.Tensor) -> th.Tensor:
+@dataclass
+class PolicyChange:
     """
-    k3 estimator of KL(pi_old || pi_new) from samples a ~ pi_old: mean((r - 1) - log r), r = pi_new/pi_old.
-    Unbiased and always >= 0 (SB3 PPO's estimator, see http://joschu.net/blog/kl-approx.html).
+    What an update did to the policy on the states and actions of its batch (measured once, after the update).
 
-    :param log_ratio: log pi_new(a|s) - log pi_old(a|s) for actions sampled from pi_old
-    :return: scalar tensor
+    :param kl: per-state KL(pi_old || pi_new): exact (summed over independent action dimensions), or the k3 terms
+        on the batch actions where no analytic KL exists
+    :param log_ratio: log pi_new(a|s) - log pi_old(a|s) of the batch actions
+    :param distribution: the new policy's distribution on the batch states (a copy: later forward passes do not change it)
     """
-    return th.mean(th.expm1(log_ratio) - log_ratio)
+
+    kl: th.Tensor
+    log_ratio: th.Tensor
+    distribution: Distribution
 
 
-def effective_sample_size(weights: th.Tensor) -> th.Tensor:
+class OldPolicy:
     """
-    Normalised effective sample size of importance weights: (sum w)^2 / (n * sum w^2), in (0, 1].
-    1 means all weights are equal (on-policy); 1/n means a single sample carries all the weight.
+    The policy before an update on a batch: the states, the actions and their log-probabilities under the old
+    policy (from the rollout) and, with ``kl_method="analytic"``, a frozen ``DistributionSnapshot`` of the old
+    policy on every state and a copy of its SB3 distribution (one forward pass, inside ``measuring``).
 
-    :param weights: importance ratios pi_new/pi_old, shape (n,)
-    :return: scalar tensor
+    :param policy: the policy, before the update
+    :param observations: the batch states
+    :param actions: the batch actions, in the form the policy's ``log_prob`` takes
+    :param log_prob: log pi_old(a|s) of those actions (the rollout's), or None to compute it here
+    :param kl_method: ``"analytic"`` or ``"sample"`` (see ``resolve_kl_estimator``)
     """
-    weights = weights.double()
-    return weights.sum() ** 2 / (weights.numel() * (weights**2).sum())
+
+    def __init__(
+        self,
+        policy: BasePolicy,
+        observations: Observations,
+        actions: th.Tensor,
+        log_prob: th.Tensor | None,
+        kl_method: Literal["analytic", "sample"],
+    ) -> None:
+        self.observations = observations
+        self.actions = actions
+        self.distributions: DistributionSnapshot | None = None
+        self.distribution: Distribution | None = None
+        if kl_method == "analytic" or log_prob is None:
+            with measuring(policy):
+                distribution = policy.get_distribution(observations)  # type: ignore[operator]
+                if kl_method == "analytic":
+                    self.distributions = DistributionSnapshot.from_distribution(distribution)
+                    self.distribution = copy.copy(distribution)
+                if log_prob is None:
+                    log_prob = distribution.log_prob(actions)
+        self.log_prob: th.Tensor = log_prob
+
+    def __getitem__(self, indices: np.ndarray) -> DistributionSnapshot | None:
+        """:return: the old policy's distributions on a minibatch (None with the sample-based KL)"""
+        return self.distributions[indices] if self.distributions is not None else None
+
+    def measure(self, policy: BasePolicy) -> PolicyChange:
+        """:return: how far ``policy`` (after the update) moved from the old policy on the batch"""
+        with measuring(policy):
+            distribution = policy.get_distribution(self.observations)  # type: ignore[operator]
+            log_ratio = distribution.log_prob(self.actions) - self.log_prob
+            kl = kl_per_state(self.distributions, distribution, log_ratio)
+            return PolicyChange(kl, log_ratio, copy.copy(distribution))
+
+
+# ----- statistics ----------------------------------------------------------------------------------
 
 
 def flat_grad(parameters: Iterable[th.nn.Parameter]) -> th.Tensor:
@@ -71,24 +140,20 @@ class GradientStatistics:
         self.count = 0
         self.sum: th.Tensor | None = None
         self.sum_sq_norm: th.Tensor | float = 0.0
-        self.norms: list[float | th.Tensor] = []
+        self.norms: list[th.Tensor] = []
 
-    def add(self, gradient: th.Tensor | None = None, norm: float | th.Tensor | None = None) -> None:
+    def add(self, gradient: th.Tensor, norm: th.Tensor) -> None:
         """
-        :param gradient: flat gradient vector of one minibatch (for the SNR), or None
-        :param norm: its global norm before clipping (for ``grad_norm``); computed from ``gradient`` if omitted
+        :param gradient: flat gradient vector of one minibatch
+        :param norm: its global norm
         """
-        if gradient is not None:
-            if self.sum is None:
-                self.sum = gradient.detach().to(th.float64, copy=True)
-            else:
-                self.sum.add_(gradient.detach())
-            self.sum_sq_norm = self.sum_sq_norm + th.dot(gradient, gradient).double()
-            self.count += 1
-            if norm is None:
-                norm = gradient.norm()
-        if norm is not None:
-            self.norms.append(norm.detach() if isinstance(norm, th.Tensor) else norm)
+        if self.sum is None:
+            self.sum = gradient.detach().to(th.float64, copy=True)
+        else:
+            self.sum.add_(gradient.detach())
+        self.sum_sq_norm = self.sum_sq_norm + th.dot(gradient, gradient).double()
+        self.count += 1
+        self.norms.append(norm.detach())
 
     def snr(self) -> float:
         """:return: the gradient signal-to-noise ratio, NaN with fewer than two gradients"""
@@ -103,26 +168,16 @@ class GradientStatistics:
 
     def mean_norm(self) -> float:
         """:return: mean global gradient norm over the minibatches, NaN if none"""
-        return float(np.mean([float(norm) for norm in self.norms])) if self.norms else float("nan")
-
-
-def grad_snr(gradients: Iterable[th.Tensor]) -> float:
-    """
-    :param gradients: flat gradient vectors, one per minibatch
-    :return: ||mean g||^2 / mean ||g - mean g||^2
-    """
-    stats = GradientStatistics()
-    for gradient in gradients:
-        stats.add(gradient)
-    return stats.snr()
+        return float(th.stack(self.norms).double().mean()) if self.norms else float("nan")
 
 
 class RatioStatistics:
     """
     Importance ratio statistics pooled over every sample of every minibatch of one update (mean,
-    population std, min, max), the mean over minibatches of each minibatch's ESS and, given a clip range,
-    the mean over minibatches of the fractions clipped below 1 - eps and above 1 + eps.
-    ``add`` only keeps a reference to the (detached) ratios; everything is computed once, in ``summary``.
+    population std, min, max), the mean over minibatches of each minibatch's normalised effective sample size
+    (sum w)^2 / (n sum w^2) and, given a clip range, the mean over minibatches of the fractions clipped below
+    1 - eps and above 1 + eps. ``add`` only keeps a reference to the (detached) ratios; everything is computed
+    once, in ``summary``.
     """
 
     def __init__(self) -> None:
@@ -132,6 +187,9 @@ class RatioStatistics:
         """:param ratio: importance ratios of one minibatch"""
         if ratio.numel() > 0:
             self._ratios.append(ratio.detach().reshape(-1))
+
+    def __len__(self) -> int:
+        return len(self._ratios)
 
     def summary(self, clip_range: float | None = None) -> dict[str, float]:
         """
@@ -150,7 +208,6 @@ class RatioStatistics:
             "ratio_std": float(ratios.std()),
             "ratio_min": float(ratios.min()),
             "ratio_max": float(ratios.max()),
-            # effective_sample_size of each minibatch, (sum w)^2 / (n sum w^2), averaged over minibatches
             "ess": float(np.mean(sums**2 / (sizes * sums_sq))),
         }
         if clip_range is not None:
@@ -159,13 +216,134 @@ class RatioStatistics:
         return values
 
 
-def record_mean(logger: Logger, key: str, values: list[float] | list[th.Tensor]) -> None:
+# ----- the diagnostics objects ---------------------------------------------------------------------
+
+
+class Diagnostics:
+    """
+    ``diagnostics="off"``: measures nothing. The base of the measurement layer: each update loop calls
+    ``begin_update()``, ``add_minibatch(...)`` after each optimizer step's gradient is final (PPO family) and
+    ``record(...)`` once at the end.
+    """
+
+    level: DiagnosticsLevel = "off"
+
+    @property
+    def enabled(self) -> bool:
+        """:return: whether anything is measured (``level != "off"``)"""
+        return self.level != "off"
+
+    def begin_update(self) -> None:
+        """Start the statistics of a new update."""
+
+    def add_minibatch(
+        self, ratio: th.Tensor, parameters: Iterable[th.nn.Parameter], grad_norm: th.Tensor, max_grad_norm: float
+    ) -> None:
+        """
+        :param ratio: importance ratios pi_new / pi_old of the minibatch
+        :param parameters: the parameters whose ``.grad`` hold the minibatch gradient, clipped to ``max_grad_norm``
+        :param grad_norm: the global gradient norm before clipping (as returned by ``clip_grad_norm_``)
+        :param max_grad_norm: the clipping threshold
+        """
+
+    def record(
+        self,
+        logger: Logger,
+        change: PolicyChange | None,
+        clip_range: float | None = None,
+        approx_kl: bool = False,
+    ) -> None:
+        """
+        Write the shared keys of one update.
+
+        :param logger: the algorithm's logger
+        :param change: what the update did (``OldPolicy.measure``); None if it was not measured
+        :param clip_range: the clip range of the update, for the clip fractions below 1 - eps and above 1 + eps
+        :param approx_kl: also log ``approx_kl`` (k3 on the batch, after the update) for algorithms whose loop
+            does not estimate it per minibatch
+        """
+
+
+class BasicDiagnostics(Diagnostics):
+    """``diagnostics="basic"``: ``policy_kl``, ratio statistics, ESS, gradient norm and signal-to-noise (cheap)."""
+
+    level: DiagnosticsLevel = "basic"
+
+    def __init__(self) -> None:
+        self.begin_update()
+
+    def begin_update(self) -> None:
+        self._ratios = RatioStatistics()
+        self._gradients = GradientStatistics()
+
+    def add_minibatch(
+        self, ratio: th.Tensor, parameters: Iterable[th.nn.Parameter], grad_norm: th.Tensor, max_grad_norm: float
+    ) -> None:
+        self._ratios.add(ratio)
+        # clip_grad_norm_ scaled the gradient in place by min(1, max_norm / (norm + 1e-6)): undo it (statistics of
+        # the raw gradients, without a device synchronisation)
+        scale = th.clamp(max_grad_norm / (grad_norm + 1e-6), max=1.0)
+        self._gradients.add(flat_grad(parameters) / scale, grad_norm)
+
+    def _values(self, change: PolicyChange | None, clip_range: float | None, approx_kl: bool) -> dict[str, float]:
+        values: dict[str, float] = {}
+        if change is not None:
+            values["policy_kl"] = change.kl.mean().item()
+            if approx_kl:
+                values["approx_kl"] = k3(change.log_ratio).mean().item()
+            if len(self._ratios) == 0:
+                # one step on the whole batch (TRPOKL, REINFORCE): the ratios after it
+                self._ratios.add(th.exp(change.log_ratio))
+        values.update(self._ratios.summary(clip_range))
+        if self._gradients.count > 0:
+            values["grad_norm"] = self._gradients.mean_norm()
+            values["grad_snr"] = self._gradients.snr()
+        return values
+
+    def record(
+        self,
+        logger: Logger,
+        change: PolicyChange | None,
+        clip_range: float | None = None,
+        approx_kl: bool = False,
+    ) -> None:
+        for key, value in self._values(change, clip_range, approx_kl).items():
+            logger.record(f"train/{key}", value)
+
+
+class FullDiagnostics(BasicDiagnostics):
+    """``diagnostics="full"``: ``basic`` plus the maximum and a histogram (TensorBoard) of the per-state KL."""
+
+    level: DiagnosticsLevel = "full"
+
+    def record(
+        self,
+        logger: Logger,
+        change: PolicyChange | None,
+        clip_range: float | None = None,
+        approx_kl: bool = False,
+    ) -> None:
+        super().record(logger, change, clip_range, approx_kl)
+        if change is not None and change.kl.numel() > 0:
+            logger.record("train/policy_kl_max", change.kl.max().item())
+            logger.record("train/policy_kl_hist", change.kl.detach().cpu(), exclude=("stdout", "log", "json", "csv"))
+
+
+def make_diagnostics(level: DiagnosticsLevel) -> Diagnostics:
+    """
+    :param level: ``"off"``, ``"basic"`` or ``"full"`` (validated by the constructors)
+    :return: the measurement object of that level
+    """
+    return {"off": Diagnostics, "basic": BasicDiagnostics, "full": FullDiagnostics}[level]()
+
+
+def record_mean(logger: Logger, key: str, values: list[float]) -> None:
     """Record the mean of a list of scalars (nothing if the list is empty)."""
     if len(values) > 0:
-        logger.record(key, float(np.mean([float(v) for v in values])))
+        logger.record(key, float(np.mean(values)))
 
 
-def record_dict(logger: Logger, values: dict[str, float], prefix: str = "train/") -> None:
-    """Record every item of ``values`` under ``prefix``."""
-    for key, value in values.items():
-        logger.record(prefix + key, value)
+def record_means(logger: Logger, rows: list[dict[str, th.Tensor]], prefix: str = "train/") -> None:
+    """Record under ``prefix`` the mean of each key over a list of dicts of scalar tensors (one dict per minibatch)."""
+    for key in rows[0] if rows else ():
+        record_mean(logger, prefix + key, [row[key].item() for row in rows])

@@ -12,7 +12,7 @@ for SB3's squashed (tanh) Gaussian and for gSDE, whose ``distribution`` is the p
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch as th
@@ -27,7 +27,8 @@ from stable_baselines3.common.distributions import (
 from torch.distributions import Bernoulli, Categorical, Normal, kl_divergence
 from torch.nn import functional as F
 
-KL_ESTIMATORS = ("auto", "analytic", "sample")
+KLEstimator = Literal["auto", "analytic", "sample"]
+KL_ESTIMATORS: tuple[KLEstimator, ...] = ("auto", "analytic", "sample")
 
 _ANALYTIC_TYPES = (
     DiagGaussianDistribution,  # includes SquashedDiagGaussianDistribution
@@ -48,7 +49,7 @@ def has_analytic_kl(distribution: Distribution) -> bool:
     return isinstance(distribution, _ANALYTIC_TYPES)
 
 
-def resolve_kl_estimator(kl_estimator: str, distribution: Distribution) -> str:
+def resolve_kl_estimator(kl_estimator: KLEstimator, distribution: Distribution) -> Literal["analytic", "sample"]:
     """
     Turn the user's ``kl_estimator`` choice into ``"analytic"`` or ``"sample"``.
 
@@ -56,17 +57,26 @@ def resolve_kl_estimator(kl_estimator: str, distribution: Distribution) -> str:
     :param distribution: the policy's action distribution
     :return: the estimator that will be used
     """
-    if kl_estimator not in KL_ESTIMATORS:
-        raise ValueError(f"kl_estimator must be one of {KL_ESTIMATORS}, got {kl_estimator!r}")
     analytic = has_analytic_kl(distribution)
     if kl_estimator == "analytic" and not analytic:
         raise ValueError(
             f"kl_estimator='analytic' is not available for {type(distribution).__name__}; "
             "use kl_estimator='sample' or 'auto' (allowed values: 'auto', 'analytic', 'sample')"
         )
-    if kl_estimator == "auto":
-        return "analytic" if analytic else "sample"
-    return kl_estimator
+    if kl_estimator == "sample" or not analytic:
+        return "sample"
+    return "analytic"
+
+
+def k3(log_ratio: th.Tensor) -> th.Tensor:
+    """
+    The k3 estimator of KL(pi_old || pi_new) per sample a ~ pi_old: (r - 1) - log r, r = pi_new(a|s) / pi_old(a|s).
+    Its mean is unbiased and every term is >= 0 (SB3 PPO's estimator, http://joschu.net/blog/kl-approx.html).
+
+    :param log_ratio: log pi_new(a|s) - log pi_old(a|s) of actions sampled from pi_old
+    :return: tensor of the same shape
+    """
+    return th.expm1(log_ratio) - log_ratio
 
 
 def _gaussian_kl(loc: th.Tensor, scale: th.Tensor, new_loc: th.Tensor, new_scale: th.Tensor) -> th.Tensor:
@@ -94,8 +104,11 @@ def _categorical_kl(log_probs: th.Tensor, new_log_probs: th.Tensor, reduction: s
     """
     KL(p || q) from p's and q's normalised log-probabilities (torch's ``Categorical.logits``), in one fused
     ``F.kl_div`` call: summed over the last dimension (``reduction="none"``, shape (batch,)) or also
-    averaged over the batch (``"batchmean"``). ``log_probs`` must be finite (see ``_finite_log_probs``).
+    averaged over the batch (``"batchmean"``). ``log_probs`` must be finite (see ``_finite_log_probs``); so is
+    ``new_log_probs`` made: an action of probability 0 under both policies (action masking) then adds
+    0 * (finite - finite) = 0 instead of 0 * inf = NaN, and gradients flow unchanged where the value is finite.
     """
+    new_log_probs = _finite_log_probs(new_log_probs)
     if reduction == "batchmean":
         return F.kl_div(new_log_probs, log_probs, reduction="batchmean", log_target=True)
     return F.kl_div(new_log_probs, log_probs, reduction="none", log_target=True).sum(dim=-1)
@@ -103,7 +116,7 @@ def _categorical_kl(log_probs: th.Tensor, new_log_probs: th.Tensor, reduction: s
 
 def _finite_log_probs(log_probs: th.Tensor) -> th.Tensor:
     """
-    Old log-probabilities with -inf (an action of probability 0) clamped to the most negative float, as
+    Log-probabilities with -inf (an action of probability 0) clamped to the most negative float, as
     ``Categorical.entropy`` does: its term p * (log p - log q) is then exactly 0 instead of NaN (0 * -inf).
     """
     return log_probs.clamp(min=th.finfo(log_probs.dtype).min)
@@ -192,3 +205,23 @@ class DistributionSnapshot:
             pairs = zip(self.params, new, strict=True)
             return sum(_categorical_kl(log_probs, d.logits, reduction="batchmean") for log_probs, d in pairs)  # type: ignore[return-value]
         return self.kl_to(distribution).mean()
+
+
+def mean_kl(old: DistributionSnapshot | None, new: Distribution, log_ratio: th.Tensor) -> th.Tensor:
+    """
+    Mean KL(pi_old || pi_new) over a batch, differentiable w.r.t. the new policy: exact when the old policy's
+    distributions are known, else the mean k3 estimate on the batch actions (PPOKL's penalty).
+
+    :param old: the old policy on the batch states, or None (sample-based estimate)
+    :param new: the current policy's distribution on the same states
+    :param log_ratio: log pi_new(a|s) - log pi_old(a|s) of the batch actions
+    :return: scalar tensor
+    """
+    return old.mean_kl_to(new) if old is not None else k3(log_ratio).mean()
+
+
+def kl_per_state(old: DistributionSnapshot | None, new: Distribution, log_ratio: th.Tensor) -> th.Tensor:
+    """
+    :return: per-state exact KL(pi_old || pi_new) (``mean_kl`` before the mean), or the k3 terms when ``old`` is None
+    """
+    return old.kl_to(new) if old is not None else k3(log_ratio)

@@ -1,8 +1,8 @@
 """Numerical guards shared by every algorithm: non-finite data never reaches the weights unnoticed.
 
-- ``nonfinite_step_skipped``: call it after ``backward()`` and gradient clipping; when the loss or the
-  gradient norm is NaN/inf it zeroes the gradients, warns, counts the skip, and tells the caller not to
-  call ``optimizer.step()``.
+- ``NonFiniteGuard``: one per model; call ``skipped(...)`` with the loss and gradient norm (or TRPO's surrogate,
+  gradient and search direction) before a step; when one is NaN/inf it zeroes the gradients, warns, counts the
+  skip, and tells the caller not to step.
 - ``nonfinite_observation_guard`` (and the ``GuardedRollouts`` mixin that applies it to SB3's
   ``collect_rollouts``): when the policy crashes on a non-finite observation during collection (torch
   refuses NaN distribution parameters), the error is re-raised with a message that says what happened
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -22,27 +22,53 @@ import torch as th
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 
 
-def nonfinite_step_skipped(
-    algorithm: Any, loss: float | th.Tensor, grad_norm: float | th.Tensor, optimizer: th.optim.Optimizer
-) -> bool:
+class NonFiniteGuard:
     """
-    :param algorithm: the algorithm (its ``_n_nonfinite_steps`` counter is incremented on a skip)
-    :param loss: the loss whose gradient was just computed (a scalar tensor, or its value when the caller already
-        read it, which saves a device synchronisation per step)
-    :param grad_norm: the global gradient norm (as returned by ``clip_grad_norm_``), tensor or value
-    :param optimizer: the optimizer about to step
-    :return: True if the step must be skipped (gradients already zeroed, warning issued)
+    The numerical guard of every algorithm: before an optimizer step (or TRPO's policy step), check that the
+    quantities it is made of are finite; if not, zero the gradients, warn, count the skip, and tell the caller
+    to leave the weights as they are. Plain Python (pickled with the model); ``n_skipped`` is logged as
+    ``train/nonfinite_steps``.
+
+    :param owner: name used in the warnings (the algorithm's class name)
     """
-    loss_value, grad_norm_value = (x.item() if isinstance(x, th.Tensor) else float(x) for x in (loss, grad_norm))
-    if math.isfinite(loss_value) and math.isfinite(grad_norm_value):
-        return False
-    algorithm._n_nonfinite_steps = getattr(algorithm, "_n_nonfinite_steps", 0) + 1
-    warnings.warn(
-        f"{type(algorithm).__name__}: non-finite loss or gradient (loss={loss_value}, grad_norm={grad_norm_value}), "
-        "optimizer step skipped (weights unchanged)"
-    )
-    optimizer.zero_grad()
-    return True
+
+    def __init__(self, owner: str) -> None:
+        self.owner = owner
+        self.n_skipped = 0
+
+    def skipped(self, what: str, *values: float | th.Tensor, optimizer: th.optim.Optimizer | None = None) -> bool:
+        """
+        :param what: what the values are, for the warning (e.g. "loss or gradient norm")
+        :param values: scalars or tensors (a tensor is finite when all its elements are); tensors cost one
+            device synchronisation each, so pass values the caller already read where it has them
+        :param optimizer: its gradients are zeroed on a skip
+        :return: True if a value is not finite: the step must be skipped (gradients zeroed, warning issued)
+        """
+        if all(_is_finite(value) for value in values):
+            return False
+        self.n_skipped += 1
+        shown = ", ".join(
+            f"{value.item() if isinstance(value, th.Tensor) and value.numel() == 1 else value}" for value in values
+        )
+        warnings.warn(f"{self.owner}: non-finite {what} ({shown}), step skipped (weights unchanged)")
+        if optimizer is not None:
+            optimizer.zero_grad()
+        return True
+
+
+def _is_finite(value: float | th.Tensor) -> bool:
+    if isinstance(value, th.Tensor):
+        return bool(th.isfinite(value).all())
+    return math.isfinite(value)
+
+
+def gradient_norm(parameters: Iterable[th.nn.Parameter]) -> th.Tensor:
+    """
+    :param parameters: parameters whose ``.grad`` were filled by ``backward()``
+    :return: the global L2 norm of their gradients (read only: the gradients are not modified)
+    """
+    norms = [th.linalg.vector_norm(p.grad) for p in parameters if p.grad is not None]
+    return th.linalg.vector_norm(th.stack(norms)) if norms else th.tensor(0.0)
 
 
 def _has_nonfinite(observation: Any) -> bool:

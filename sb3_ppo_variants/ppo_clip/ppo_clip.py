@@ -5,10 +5,11 @@ from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 
-from sb3_ppo_variants.common.diagnostics import check_diagnostics_level
-from sb3_ppo_variants.common.distributions import DistributionSnapshot
-from sb3_ppo_variants.common.ppo_family import InstrumentedPPO
-from sb3_ppo_variants.common.validation import check_ppo_arguments
+import numpy as np
+
+from sb3_ppo_variants.common.diagnostics import DIAGNOSTICS_LEVELS, DiagnosticsLevel, OldPolicy
+from sb3_ppo_variants.common.ppo_family import InstrumentedPPO, clipped_surrogate
+from sb3_ppo_variants.common.validation import check_choice, check_ppo_arguments
 from sb3_ppo_variants.ppo_clip.policies import CnnPolicy, MlpPolicy, MultiInputPolicy
 
 SelfPPOClip = TypeVar("SelfPPOClip", bound="PPOClip")
@@ -90,13 +91,42 @@ class PPOClip(InstrumentedPPO):
         verbose: int = 0,
         seed: int | None = None,
         device: th.device | str = "auto",
-        diagnostics: str = "basic",
+        diagnostics: DiagnosticsLevel = "basic",
         _init_setup_model: bool = True,
     ):
         # every argument checked before anything is built (SB3 only asserts a few)
         check_ppo_arguments(locals())
-        check_diagnostics_level(diagnostics)
-        self._init_ppo(locals(), diagnostics, kl_estimator="auto")  # exact KL where defined, for train/policy_kl
+        check_choice("diagnostics", diagnostics, DIAGNOSTICS_LEVELS)
+        super().__init__(
+            policy,
+            env,
+            learning_rate=learning_rate,
+            n_steps=n_steps,
+            batch_size=batch_size,
+            n_epochs=n_epochs,
+            gamma=gamma,
+            gae_lambda=gae_lambda,
+            clip_range=clip_range,
+            clip_range_vf=clip_range_vf,
+            normalize_advantage=normalize_advantage,
+            ent_coef=ent_coef,
+            vf_coef=vf_coef,
+            max_grad_norm=max_grad_norm,
+            use_sde=use_sde,
+            sde_sample_freq=sde_sample_freq,
+            rollout_buffer_class=rollout_buffer_class,
+            rollout_buffer_kwargs=rollout_buffer_kwargs,
+            target_kl=target_kl,
+            stats_window_size=stats_window_size,
+            tensorboard_log=tensorboard_log,
+            policy_kwargs=policy_kwargs,
+            verbose=verbose,
+            seed=seed,
+            device=device,
+            _init_setup_model=False,
+        )
+        self.diagnostics = diagnostics
+        self.kl_estimator = "auto"  # exact KL where SB3's distribution has one, for train/policy_kl
         if _init_setup_model:
             self._setup_model()
 
@@ -106,12 +136,12 @@ class PPOClip(InstrumentedPPO):
         ratio: th.Tensor,
         log_ratio: th.Tensor,
         clip_range: float | None,
-        old_distribution: DistributionSnapshot | None,
+        old_policy: OldPolicy | None,
+        batch_indices: np.ndarray,
     ) -> tuple[th.Tensor, dict[str, th.Tensor]]:
         # clipped surrogate loss (PPO paper eq. 7), same operations as SB3 PPO
-        policy_loss_1 = advantages * ratio
-        policy_loss_2 = advantages * th.clamp(ratio, 1 - clip_range, 1 + clip_range)  # type: ignore[operator]
-        return -th.min(policy_loss_1, policy_loss_2).mean(), {}
+        surrogate, terms = clipped_surrogate(advantages, ratio, clip_range)  # type: ignore[arg-type]
+        return -surrogate, terms
 
     def learn(
         self: SelfPPOClip,

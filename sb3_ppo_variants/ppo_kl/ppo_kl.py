@@ -1,4 +1,4 @@
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 import numpy as np
 import torch as th
@@ -6,28 +6,15 @@ from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 
-from sb3_ppo_variants.common.diagnostics import check_diagnostics_level
-from sb3_ppo_variants.common.distributions import KL_ESTIMATORS, DistributionSnapshot
+from sb3_ppo_variants.common.diagnostics import DIAGNOSTICS_LEVELS, DiagnosticsLevel, OldPolicy, PolicyChange
+from sb3_ppo_variants.common.distributions import KL_ESTIMATORS, KLEstimator, mean_kl
+from sb3_ppo_variants.common.ppo_family import InstrumentedPPO, clipped_surrogate
+from sb3_ppo_variants.common.validation import check_choice, check_ppo_arguments
 from sb3_ppo_variants.ppo_kl.kl_control import KLController, make_kl_controller
-from sb3_ppo_variants.common.ppo_family import InstrumentedPPO
-from sb3_ppo_variants.common.validation import check_ppo_arguments
 from sb3_ppo_variants.ppo_kl.policies import CnnPolicy, MlpPolicy, MultiInputPolicy
 
 SelfPPOKL = TypeVar("SelfPPOKL", bound="PPOKL")
-
-
-class _PPODefaultClipRange(float):
-    """
-    SB3 PPO's default ``clip_range`` (0.2), kept in PPOKL's signature so that it stays a superset of PPO's,
-    but marking "not given by the user": PPOKL then does not clip (the PPO paper's pure KL penalty).
-    Any value the user passes, including 0.2, turns clipping on (clip + penalty).
-    """
-
-    def __repr__(self) -> str:
-        return "0.2"
-
-
-PPO_DEFAULT_CLIP_RANGE = _PPODefaultClipRange(0.2)
+KLControllerName = Literal["adaptive", "fixed", "proportional"]
 
 
 class PPOKL(InstrumentedPPO):
@@ -45,8 +32,8 @@ class PPOKL(InstrumentedPPO):
     shared with PPOClip in ``sb3_ppo_variants.common.ppo_family``.
 
     Every argument of ``stable_baselines3.PPO`` keeps its name, meaning and default (``target_kl`` stays
-    PPO's early-stopping threshold on the k3 estimate) with one exception in behaviour: clipping is off
-    unless ``clip_range`` is passed explicitly (then the loss is clip + penalty).
+    PPO's early-stopping threshold on the k3 estimate) except one, on purpose: ``clip_range`` defaults to
+    ``None`` (no clipping, the paper's pure penalty); a float or schedule gives clip + penalty.
 
     :param policy: The policy model to use (MlpPolicy, CnnPolicy, ...)
     :param env: The environment to learn from (if registered in Gym, can be str)
@@ -56,8 +43,8 @@ class PPOKL(InstrumentedPPO):
     :param n_epochs: Number of epoch when optimizing the surrogate loss
     :param gamma: Discount factor
     :param gae_lambda: Factor for trade-off of bias vs variance for Generalized Advantage Estimator
-    :param clip_range: Clipping parameter; not given -> no clipping (pure penalty); given (float, schedule) ->
-        clipped surrogate plus the penalty; ``None`` -> no clipping
+    :param clip_range: ``None`` (default): no clipping (pure penalty); a float or schedule: the clipped surrogate
+        plus the penalty
     :param clip_range_vf: Clipping parameter for the value function (None: no clipping)
     :param normalize_advantage: Whether to normalize the advantage or not
     :param ent_coef: Entropy coefficient for the loss calculation
@@ -95,7 +82,7 @@ class PPOKL(InstrumentedPPO):
         "CnnPolicy": CnnPolicy,
         "MultiInputPolicy": MultiInputPolicy,
     }
-    _policy_loss_uses_old_distribution = True
+    _policy_loss_uses_old_policy = True
     kl_control: KLController
 
     def __init__(
@@ -108,7 +95,7 @@ class PPOKL(InstrumentedPPO):
         n_epochs: int = 10,
         gamma: float = 0.99,
         gae_lambda: float = 0.95,
-        clip_range: float | Schedule | None = PPO_DEFAULT_CLIP_RANGE,
+        clip_range: float | Schedule | None = None,
         clip_range_vf: float | Schedule | None = None,
         normalize_advantage: bool = True,
         ent_coef: float = 0.0,
@@ -127,14 +114,14 @@ class PPOKL(InstrumentedPPO):
         device: th.device | str = "auto",
         kl_target: float = 0.01,
         kl_coef: float = 1.0,
-        kl_controller: str = "adaptive",
+        kl_controller: KLControllerName = "adaptive",
         kl_tolerance: float = 1.5,
         kl_factor: float = 2.0,
         kl_gain: float = 0.1,
         kl_coef_min: float = 1e-6,
         kl_coef_max: float = 1e6,
-        kl_estimator: str = "auto",
-        diagnostics: str = "basic",
+        kl_estimator: KLEstimator = "auto",
+        diagnostics: DiagnosticsLevel = "basic",
         _init_setup_model: bool = True,
     ):
         # Validate every argument before anything is built (and long before training)
@@ -149,13 +136,38 @@ class PPOKL(InstrumentedPPO):
             kl_coef_min=kl_coef_min,
             kl_coef_max=kl_coef_max,
         )
-        if kl_estimator not in KL_ESTIMATORS:
-            raise ValueError(f"kl_estimator must be one of {KL_ESTIMATORS}, got {kl_estimator!r}")
-        check_diagnostics_level(diagnostics)
-        if isinstance(clip_range, _PPODefaultClipRange):
-            clip_range = None  # not given by the user: pure KL penalty, as in the paper
-
-        self._init_ppo(locals(), diagnostics, kl_estimator)
+        check_choice("kl_estimator", kl_estimator, KL_ESTIMATORS)
+        check_choice("diagnostics", diagnostics, DIAGNOSTICS_LEVELS)
+        super().__init__(
+            policy,
+            env,
+            learning_rate=learning_rate,
+            n_steps=n_steps,
+            batch_size=batch_size,
+            n_epochs=n_epochs,
+            gamma=gamma,
+            gae_lambda=gae_lambda,
+            clip_range=clip_range,  # type: ignore[arg-type]  # None: no clipping (InstrumentedPPO handles it)
+            clip_range_vf=clip_range_vf,
+            normalize_advantage=normalize_advantage,
+            ent_coef=ent_coef,
+            vf_coef=vf_coef,
+            max_grad_norm=max_grad_norm,
+            use_sde=use_sde,
+            sde_sample_freq=sde_sample_freq,
+            rollout_buffer_class=rollout_buffer_class,
+            rollout_buffer_kwargs=rollout_buffer_kwargs,
+            target_kl=target_kl,
+            stats_window_size=stats_window_size,
+            tensorboard_log=tensorboard_log,
+            policy_kwargs=policy_kwargs,
+            verbose=verbose,
+            seed=seed,
+            device=device,
+            _init_setup_model=False,
+        )
+        self.diagnostics = diagnostics
+        self.kl_estimator = kl_estimator
         self.kl_target = kl_target
         self.kl_controller = kl_controller
         self.kl_control = kl_control
@@ -168,21 +180,27 @@ class PPOKL(InstrumentedPPO):
         ratio: th.Tensor,
         log_ratio: th.Tensor,
         clip_range: float | None,
-        old_distribution: DistributionSnapshot | None,
+        old_policy: OldPolicy | None,
+        batch_indices: np.ndarray,
     ) -> tuple[th.Tensor, dict[str, th.Tensor]]:
         # surrogate objective L^CPI (PPO paper eq. 6), optionally clipped (eq. 7)
+        terms: dict[str, th.Tensor] = {}
         if clip_range is None:
             surrogate = (advantages * ratio).mean()
         else:
-            surrogate = th.min(advantages * ratio, advantages * th.clamp(ratio, 1 - clip_range, 1 + clip_range)).mean()
+            surrogate, terms = clipped_surrogate(advantages, ratio, clip_range)
         # KL penalty (eq. 8): exact KL(pi_old || pi_theta) on the minibatch states, or its k3 estimate
-        kl = self._minibatch_kl(old_distribution, log_ratio)
+        # (must follow evaluate_actions: SB3 keeps the minibatch's distribution in policy.action_dist)
+        assert old_policy is not None
+        kl = mean_kl(old_policy[batch_indices], self.policy.action_dist, log_ratio)
         kl_penalty = self.kl_control.kl_coef * kl
         policy_loss = -surrogate + kl_penalty
-        return policy_loss, {"surrogate_objective": surrogate.detach(), "kl_penalty": kl_penalty.detach()}
+        return policy_loss, {**terms, "surrogate_objective": surrogate.detach(), "kl_penalty": kl_penalty.detach()}
 
-    def _after_update(self, policy_kl: float) -> None:
+    def _after_update(self, change: PolicyChange | None) -> None:
         # Adapt beta once per update with d = mean KL of this update (the paper's rule is applied per policy update)
+        assert change is not None  # PPOKL always measures the change (_policy_loss_uses_old_policy)
+        policy_kl = change.kl.mean().item()
         self.logger.record("train/kl_coef", self.kl_control.kl_coef)  # the beta used by this update
         self.logger.record("train/kl_target", self.kl_control.kl_target)
         self.kl_control.update(policy_kl)

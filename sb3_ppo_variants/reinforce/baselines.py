@@ -36,10 +36,9 @@ and the loop costs about one extra forward/backward over the batch plus ~0.4 ms 
 
 from __future__ import annotations
 
-import math
-
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import ClassVar, Literal
 
 import numpy as np
 import torch as th
@@ -47,9 +46,11 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 from torch.nn import functional as F
 
 from sb3_ppo_variants.reinforce.episodes import EpisodeBatch, TensorObservation
-from sb3_ppo_variants.common.guards import nonfinite_step_skipped
+from sb3_ppo_variants.common.guards import NonFiniteGuard, gradient_norm
 
-BASELINES = ("none", "mean", "value", "optimal")
+BaselineName = Literal["none", "mean", "value", "optimal"]
+BASELINES: tuple[BaselineName, ...] = ("none", "mean", "value", "optimal")
+LogProb = Callable[[TensorObservation, th.Tensor], th.Tensor]
 
 
 # ----- returns -----------------------------------------------------------------------------------
@@ -123,7 +124,7 @@ def optimal_baseline(score_grads: th.Tensor, weighted_grads: th.Tensor, leave_on
 
 
 def per_episode_gradients(
-    log_prob: Callable[[TensorObservation, th.Tensor], th.Tensor],
+    log_prob: LogProb,
     parameters: Sequence[th.nn.Parameter],
     batch: EpisodeBatch,
     weights: Sequence[th.Tensor],
@@ -202,17 +203,60 @@ def actor_parameters(policy: ActorCriticPolicy) -> list[th.nn.Parameter]:
 # ----- baseline objects ------------------------------------------------------------------------------
 
 
+@dataclass
+class PolicyGradientBatch:
+    """
+    What a baseline needs to form the policy gradient of one REINFORCE update.
+
+    :param batch: the finished episodes
+    :param targets: per-step Monte-Carlo targets (reward-to-go or episode return), float64
+    :param values: V(s_t) of the batch states before the value fit (value baseline only, else None)
+    :param log_prob: log pi(a_t|s_t) of the batch, with gradient (the training forward pass)
+    :param log_prob_fn: maps (observations, actions) of some steps to log pi(a|s) with gradient (per-episode gradients)
+    :param parameters: the actor's parameters
+    :param normalize_advantage: whiten the advantages over the batch (only divide by the std for ``"optimal"``)
+    """
+
+    batch: EpisodeBatch
+    targets: np.ndarray
+    values: np.ndarray | None
+    log_prob: th.Tensor
+    log_prob_fn: LogProb
+    parameters: list[th.nn.Parameter]
+    normalize_advantage: bool
+
+
+@dataclass
+class PolicyGradient:
+    """
+    The policy-gradient term of one REINFORCE update, as a baseline forms it.
+
+    :param loss: a scalar whose gradient w.r.t. the actor's parameters is -ghat = -(1/N) sum_i ghat_i
+    :param pg_loss: the value logged as ``train/policy_gradient_loss``
+    :param baseline: the per-step baseline (None for a per-parameter baseline)
+    :param advantages: the per-step weights A_t of the scores (None for a per-parameter baseline)
+    :param estimates: the per-episode estimates ghat_i, shape (N, P), when the baseline computed them
+    """
+
+    loss: th.Tensor
+    pg_loss: float
+    baseline: np.ndarray | None = None
+    advantages: th.Tensor | None = None
+    estimates: th.Tensor | None = None
+
+
 class Baseline:
     """
     A baseline for the REINFORCE estimator and its state. Holds no torch objects, so it is pickled with the
     model by ``save``; the value network lives in the policy and its optimiser on the algorithm.
 
+    ``policy_gradient`` is the one entry point of the update: per-step baselines (none, mean, value) subtract
+    ``per_step`` from the targets; a per-parameter baseline (optimal) overrides ``policy_gradient``.
+
     :ivar last_stats: scalars describing the baseline of the last update, logged under ``train/``
     """
 
     name: ClassVar[str]
-    #: one baseline per parameter (needs the per-episode gradients) instead of one per step
-    per_parameter: ClassVar[bool] = False
     #: needs the learned state-value function (also enables time-limit bootstrapping)
     uses_value_function: ClassVar[bool] = False
 
@@ -227,6 +271,21 @@ class Baseline:
         :return: the baseline b_t of every step
         """
         raise NotImplementedError
+
+    def policy_gradient(self, inputs: PolicyGradientBatch) -> PolicyGradient:
+        """
+        The REINFORCE loss -(1/N) sum_i sum_t log pi(a_t|s_t) A_t with A_t = target_t - b_t (whitened on request).
+
+        :param inputs: the batch and the policy's log-probabilities
+        :return: the policy-gradient term
+        """
+        baseline = self.per_step(inputs.targets, inputs.batch, inputs.values)
+        advantages = inputs.targets - baseline
+        if inputs.normalize_advantage and len(advantages) > 1:
+            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+        weights = th.as_tensor(advantages, dtype=th.float32, device=inputs.log_prob.device)
+        loss = -(inputs.log_prob * weights).sum() / inputs.batch.n_episodes
+        return PolicyGradient(loss, loss.item(), baseline=baseline, advantages=weights)
 
     def _record(self, baseline: np.ndarray | th.Tensor) -> None:
         baseline = np.asarray(baseline.detach().cpu() if isinstance(baseline, th.Tensor) else baseline, dtype=np.float64)
@@ -269,27 +328,24 @@ class MeanBaseline(Baseline):
 
 class ValueBaseline(Baseline):
     """
-    Learned V(s) (the value head of the actor-critic policy), regressed on the Monte-Carlo targets with
-    its own optimiser: ``n_epochs`` passes over the batch in shuffled minibatches of ``batch_size`` (MSE loss).
+    Learned V(s) (the value head of the actor-critic policy), regressed on the reward-to-go G_t (a state value,
+    whatever the policy's targets are) with its own optimiser: ``n_epochs`` passes over the batch in shuffled
+    minibatches of ``batch_size`` (MSE loss).
 
     :param n_epochs: passes over the batch per update
     :param batch_size: minibatch size of the regression (None: the whole batch)
-    :param max_grad_norm: gradient clipping of the regression (None: none)
     :ivar last_value_loss: mean MSE over the regression minibatches of the last update
-    :ivar last_explained_variance: explained variance of the targets by V before the last fit
     :ivar n_fits: number of regressions done
     """
 
     name = "value"
     uses_value_function = True
 
-    def __init__(self, n_epochs: int = 5, batch_size: int | None = 64, max_grad_norm: float | None = None) -> None:
+    def __init__(self, n_epochs: int = 5, batch_size: int | None = 64) -> None:
         super().__init__()
         self.n_epochs = n_epochs
         self.batch_size = batch_size
-        self.max_grad_norm = max_grad_norm
         self.last_value_loss = float("nan")
-        self.last_explained_variance = float("nan")
         self.n_fits = 0
 
     def per_step(self, targets: np.ndarray, batch: EpisodeBatch, values: np.ndarray | None) -> np.ndarray:
@@ -300,25 +356,26 @@ class ValueBaseline(Baseline):
     def fit(
         self,
         predict: Callable[[TensorObservation], th.Tensor],
-        parameters: Sequence[th.nn.Parameter],
         optimizer: th.optim.Optimizer,
         batch: EpisodeBatch,
-        targets: np.ndarray,
+        value_targets: np.ndarray,
+        guard: NonFiniteGuard,
     ) -> float:
         """
-        Regress V on the targets. Minibatch order is drawn from NumPy's global generator (seeded by SB3).
+        Regress V on the value targets. Minibatch order is drawn from NumPy's global generator (seeded by SB3).
 
         :param predict: maps observations to V(s), shape (n,)
-        :param parameters: the value head's parameters (for gradient clipping)
         :param optimizer: the value optimiser
         :param batch: the episodes
-        :param targets: the Monte-Carlo targets of every step
+        :param value_targets: the reward-to-go of every step (bootstrapped at time-limit truncations)
+        :param guard: the algorithm's numerical guard (a non-finite loss or gradient skips the step)
         :return: mean regression loss over the minibatches
         """
         device = batch.actions.device
-        target_tensor = th.as_tensor(targets, dtype=th.float32, device=device)
+        target_tensor = th.as_tensor(value_targets, dtype=th.float32, device=device)
         n_steps = batch.n_steps
         batch_size = n_steps if self.batch_size is None else self.batch_size
+        parameters = [p for group in optimizer.param_groups for p in group["params"]]
         losses = []
         for _ in range(self.n_epochs):
             indices = th.as_tensor(np.random.permutation(n_steps), device=device)
@@ -327,10 +384,8 @@ class ValueBaseline(Baseline):
                 loss = F.mse_loss(predict(batch.observations_of(idx)), target_tensor[idx])
                 optimizer.zero_grad()
                 loss.backward()
-                max_norm = math.inf if self.max_grad_norm is None else self.max_grad_norm  # inf: norm only, no clipping
-                grad_norm = th.nn.utils.clip_grad_norm_(parameters, max_norm)
                 # Numerical guard: a NaN target must not reach the value head's weights
-                if nonfinite_step_skipped(self, loss, grad_norm, optimizer):
+                if guard.skipped("value loss or gradient norm", loss, gradient_norm(parameters), optimizer=optimizer):
                     continue
                 optimizer.step()
                 losses.append(loss.item())
@@ -352,14 +407,32 @@ class OptimalBaseline(Baseline):
     """
 
     name = "optimal"
-    per_parameter = True
 
     def __init__(self) -> None:
         super().__init__()
         self.last_baseline: np.ndarray | None = None
 
-    def per_step(self, targets: np.ndarray, batch: EpisodeBatch, values: np.ndarray | None) -> np.ndarray:
-        raise TypeError("the optimal baseline is one constant per parameter, not per step: use estimate()")
+    def policy_gradient(self, inputs: PolicyGradientBatch) -> PolicyGradient:
+        """
+        The per-episode estimates h_i - b_i g_i (one ``autograd.grad`` per episode and weight vector), and a loss
+        whose gradient is minus their mean. With ``normalize_advantage`` the targets are divided by their std
+        (the baseline already centres the estimate).
+        """
+        targets, batch = inputs.targets, inputs.batch
+        scale = 1.0
+        if inputs.normalize_advantage and len(targets) > 1:
+            scale = 1.0 / (float(np.std(targets)) + 1e-8)
+        weights = th.as_tensor(targets * scale, dtype=th.float32, device=inputs.log_prob.device)
+        score_grads, weighted_grads = per_episode_gradients(
+            inputs.log_prob_fn, inputs.parameters, batch, [th.ones_like(weights), weights]
+        )
+        estimates = self.estimate(score_grads, weighted_grads)
+        # no scalar loss has this gradient: the loss is -<theta, mean ghat_i> (its gradient is exactly -mean ghat_i),
+        # and the logged value is the no-baseline surrogate
+        flat_parameters = th.cat([param.reshape(-1) for param in inputs.parameters])
+        loss = -th.dot(flat_parameters, estimates.mean(dim=0))
+        pg_loss = -(inputs.log_prob.detach() * weights).sum() / batch.n_episodes
+        return PolicyGradient(loss, pg_loss.item(), estimates=estimates)
 
     def estimate(self, score_grads: th.Tensor, weighted_grads: th.Tensor) -> th.Tensor:
         """
@@ -373,18 +446,16 @@ class OptimalBaseline(Baseline):
         return (weighted_grads.double() - baseline * score_grads.double()).to(score_grads.dtype)
 
 
-def make_baseline(name: str, **kwargs: Any) -> Baseline:
+def make_baseline(name: BaselineName, n_epochs: int = 5, batch_size: int | None = 64) -> Baseline:
     """
     :param name: one of ``BASELINES``
-    :param kwargs: options of the value baseline (``n_epochs``, ``batch_size``, ``max_grad_norm``), ignored by the others
+    :param n_epochs: passes over the batch of the value regression (value baseline only)
+    :param batch_size: minibatch size of the value regression (value baseline only)
     :return: a fresh baseline object
     """
-    if name == "none":
-        return NoBaseline()
-    if name == "mean":
-        return MeanBaseline()
     if name == "value":
-        return ValueBaseline(**kwargs)
-    if name == "optimal":
-        return OptimalBaseline()
-    raise ValueError(f"baseline must be one of {BASELINES}, got {name!r}")
+        return ValueBaseline(n_epochs=n_epochs, batch_size=batch_size)
+    baselines: dict[str, type[Baseline]] = {"none": NoBaseline, "mean": MeanBaseline, "optimal": OptimalBaseline}
+    if name not in baselines:
+        raise ValueError(f"baseline must be one of {BASELINES}, got {name!r}")
+    return baselines[name]()

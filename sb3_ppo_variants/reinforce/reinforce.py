@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-import warnings
+import math
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
@@ -13,10 +13,23 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedul
 from stable_baselines3.common.utils import FloatSchedule, explained_variance, obs_as_tensor, update_learning_rate
 from stable_baselines3.common.vec_env import VecEnv
 
+from sb3_ppo_variants.common.diagnostics import (
+    DIAGNOSTICS_LEVELS,
+    Diagnostics,
+    DiagnosticsLevel,
+    OldPolicy,
+    make_diagnostics,
+    measuring,
+)
+from sb3_ppo_variants.common.distributions import resolve_kl_estimator
+from sb3_ppo_variants.common.guards import NonFiniteGuard, nonfinite_observation_guard
+from sb3_ppo_variants.common.validation import check_bool, check_choice, check_float, check_int, check_schedule
 from sb3_ppo_variants.reinforce.baselines import (
     BASELINES,
     Baseline,
-    OptimalBaseline,
+    BaselineName,
+    PolicyGradient,
+    PolicyGradientBatch,
     ValueBaseline,
     actor_parameters,
     covariance_trace,
@@ -25,15 +38,6 @@ from sb3_ppo_variants.reinforce.baselines import (
     per_episode_gradients,
     value_parameters,
 )
-from sb3_ppo_variants.common.diagnostics import (
-    RatioStatistics,
-    approx_kl_k3,
-    check_diagnostics_level,
-    record_dict,
-)
-from sb3_ppo_variants.common.distributions import DistributionSnapshot, resolve_kl_estimator
-from sb3_ppo_variants.common.guards import nonfinite_observation_guard
-from sb3_ppo_variants.common.validation import check_bool, check_choice, check_float, check_int, check_schedule
 from sb3_ppo_variants.reinforce.episodes import EpisodeBatch, EpisodeBuffer, TensorObservation
 from sb3_ppo_variants.reinforce.policies import CnnPolicy, MlpPolicy, MultiInputPolicy
 
@@ -69,7 +73,7 @@ def check_reinforce_arguments(kwargs: dict[str, Any]) -> None:
     check_int("stats_window_size", kwargs["stats_window_size"])
     check_int("verbose", kwargs["verbose"], minimum=0)
     check_int("seed", kwargs["seed"], minimum=0, allow_none=True)
-    check_diagnostics_level(kwargs["diagnostics"])
+    check_choice("diagnostics", kwargs["diagnostics"], DIAGNOSTICS_LEVELS)
 
 
 class REINFORCE(OnPolicyAlgorithm):
@@ -81,12 +85,14 @@ class REINFORCE(OnPolicyAlgorithm):
     grad log pi(a_t|s_t) (target_t - b), target_t = reward-to-go G_t or the episode return R(tau).
     Returns are never bootstrapped at a batch boundary: an update waits until enough episodes have finished,
     and episodes still running on other environments carry over to the next update (their first steps were
-    then sampled by the previous policy, a small off-policy part the estimator ignores).
+    then sampled by the previous policy, without importance weighting).
 
     Time limits: an episode cut by a time limit (``TimeLimit.truncated``) is bootstrapped with
-    gamma^(T-t) V(s_T) when ``baseline="value"`` (V evaluated before this update's fit, also in the
-    regression targets); with the other baselines no value exists and the truncation is treated as the end
-    of the episode (the usual REINFORCE behaviour: an agent whose state lacks the time sees a terminal state).
+    gamma^(T-t) V(s_T) when ``baseline="value"`` (V evaluated before this update's fit); with the other
+    baselines no value exists and the truncation is treated as the end of the episode (the usual REINFORCE
+    behaviour: an agent whose state lacks the time sees a terminal state). V is always regressed on the
+    bootstrapped reward-to-go G_t, a true state value, also with ``reward_to_go=False`` (whose targets are then
+    the bootstrapped episode return G_0 at every step, and whose baseline is V(s_t)).
 
     The baselines and the exact estimators are documented in ``sb3_ppo_variants.reinforce.baselines``.
     ``train/grad_variance`` is the trace of the sample covariance of the per-episode estimates
@@ -139,6 +145,7 @@ class REINFORCE(OnPolicyAlgorithm):
         "MultiInputPolicy": MultiInputPolicy,
     }
     policy: ActorCriticPolicy
+    rollout_buffer: EpisodeBuffer  # type: ignore[assignment]  # complete episodes instead of a fixed-size block
 
     def __init__(
         self,
@@ -149,7 +156,7 @@ class REINFORCE(OnPolicyAlgorithm):
         n_episodes: int | None = None,
         gamma: float = 0.99,
         reward_to_go: bool = True,
-        baseline: str = "value",
+        baseline: BaselineName = "value",
         normalize_advantage: bool = False,
         ent_coef: float = 0.0,
         max_grad_norm: float | None = None,
@@ -164,7 +171,7 @@ class REINFORCE(OnPolicyAlgorithm):
         verbose: int = 0,
         seed: int | None = None,
         device: th.device | str = "auto",
-        diagnostics: str = "basic",
+        diagnostics: DiagnosticsLevel = "basic",
         _init_setup_model: bool = True,
     ):
         # every argument is checked before the environment or a network is built
@@ -216,7 +223,8 @@ class REINFORCE(OnPolicyAlgorithm):
         )
         self.policy = self.policy.to(self.device)
         self._maybe_recommend_cpu()
-        self.episode_buffer = EpisodeBuffer(self.n_envs)
+        # complete episodes instead of SB3's fixed-size rollout buffer (the name keeps it out of saved files)
+        self.rollout_buffer = EpisodeBuffer(self.n_envs)
         self.value_lr_schedule = FloatSchedule(self.value_learning_rate)
         if self.baseline_state.uses_value_function:
             # the value baseline's own optimiser, same class and options as the policy's
@@ -227,10 +235,12 @@ class REINFORCE(OnPolicyAlgorithm):
             )
         # exact KL where SB3's distribution has one (all of SB3's do), for train/policy_kl
         self._kl_method = resolve_kl_estimator("auto", self.policy.action_dist)
-        self._n_nonfinite_steps = 0
+        self._measurement: Diagnostics = make_diagnostics(self.diagnostics)
+        if not hasattr(self, "nonfinite_guard"):
+            self.nonfinite_guard = NonFiniteGuard(type(self).__name__)
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "episode_buffer"]
+        return [*super()._excluded_save_params(), "_measurement"]
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         state_dicts = ["policy", "policy.optimizer"]
@@ -252,42 +262,42 @@ class REINFORCE(OnPolicyAlgorithm):
         result = super()._setup_learn(total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar)
         if self._last_obs is not last_obs:
             # the environments were reset: the episodes in progress cannot be continued
-            self.episode_buffer.reset_in_progress()
+            self.rollout_buffer.reset_in_progress()
         return result
 
     def _batch_ready(self) -> bool:
         if self.n_episodes is not None:
-            return self.episode_buffer.n_finished_episodes >= self.n_episodes
-        return self.episode_buffer.n_finished_steps >= self.n_steps
+            return self.rollout_buffer.n_finished_episodes >= self.n_episodes
+        return self.rollout_buffer.n_finished_steps >= self.n_steps
 
-    def collect_rollouts(
+    def collect_rollouts(  # type: ignore[override]
         self,
         env: VecEnv,
         callback: BaseCallback,
-        rollout_buffer: Any = None,
+        rollout_buffer: EpisodeBuffer,
         n_rollout_steps: int | None = None,
     ) -> bool:
         """
         SB3's entry point: ``_collect_episodes`` with a clear error on a non-finite observation.
 
-        :param rollout_buffer: ignored (kept for SB3's signature): episodes go to ``self.episode_buffer``
-        :param n_rollout_steps: ignored (kept for SB3's signature): the batch size is ``n_steps`` / ``n_episodes``
+        :param rollout_buffer: the episode buffer (``self.rollout_buffer``)
+        :param n_rollout_steps: ignored (SB3's signature): the batch size is ``n_steps`` / ``n_episodes``
         """
         with nonfinite_observation_guard(self):
-            return self._collect_episodes(env, callback)
+            return self._collect_episodes(env, callback, rollout_buffer)
 
-    def _collect_episodes(self, env: VecEnv, callback: BaseCallback) -> bool:
+    def _collect_episodes(self, env: VecEnv, callback: BaseCallback, rollout_buffer: EpisodeBuffer) -> bool:
         """
         Step the environments with the current policy until the batch of finished episodes is complete
-        (``n_steps`` transitions or ``n_episodes`` episodes). Unfinished episodes stay in ``self.episode_buffer``.
+        (``n_steps`` transitions or ``n_episodes`` episodes). Unfinished episodes stay in ``rollout_buffer``.
 
         :param env: The training environment
         :param callback: Callback that will be called at each step (and at the beginning and end of the collection)
+        :param rollout_buffer: the episode buffer
         :return: True if the batch is complete, False if a callback stopped the collection
         """
         assert self._last_obs is not None, "No previous observation was provided"
-        if self.episode_buffer.n_envs != env.num_envs:
-            self.episode_buffer = EpisodeBuffer(env.num_envs)
+        assert rollout_buffer.n_envs == env.num_envs, "the episode buffer was made for another number of environments"
         # Switch to eval mode (this affects batch norm / dropout)
         self.policy.set_training_mode(False)
         n_steps = 0
@@ -327,7 +337,7 @@ class REINFORCE(OnPolicyAlgorithm):
             self._update_info_buffer(infos, dones)
             n_steps += 1
             # the unclipped action is stored: it is the one whose log-probability the gradient uses
-            self.episode_buffer.add(self._last_obs, actions, rewards, dones, infos)  # type: ignore[arg-type]
+            rollout_buffer.add(self._last_obs, actions, rewards, dones, infos)  # type: ignore[arg-type]
             self._last_obs = new_obs  # type: ignore[assignment]
             self._last_episode_starts = dones
 
@@ -362,120 +372,48 @@ class REINFORCE(OnPolicyAlgorithm):
             bootstrap[truncated] = values.double().cpu().numpy()
         return bootstrap
 
-    def compute_targets(self, batch: EpisodeBatch) -> np.ndarray:
+    def compute_returns(self, batch: EpisodeBatch) -> tuple[np.ndarray, np.ndarray]:
         """
-        Monte-Carlo targets of every step: reward-to-go G_t or the episode return R(tau), bootstrapped with
-        V(s_T) at a time-limit truncation only when the value baseline is used.
+        Monte-Carlo returns of every step, bootstrapped with gamma^(T-t) V(s_T) at a time-limit truncation only
+        when the value baseline is used.
 
         :param batch: finished episodes
-        :return: float64 array of shape (batch.n_steps,)
+        :return: (the targets of the policy gradient: the reward-to-go G_t, or with ``reward_to_go=False`` the
+            episode return G_0 at every step; the reward-to-go G_t, which the value baseline is regressed on),
+            float64 arrays of shape (batch.n_steps,)
         """
         bootstrap = self._bootstrap_values(batch)
-        return np.concatenate(
-            [
-                discounted_returns(episode.rewards, self.gamma, self.reward_to_go, bootstrap[i])
-                for i, episode in enumerate(batch.episodes)
-            ]
-        )
+        reward_to_go = [
+            discounted_returns(episode.rewards, self.gamma, True, bootstrap[i]) for i, episode in enumerate(batch.episodes)
+        ]
+        value_targets = np.concatenate(reward_to_go)
+        if self.reward_to_go:
+            return value_targets, value_targets
+        return np.concatenate([np.full(len(returns), returns[0]) for returns in reward_to_go]), value_targets
+
+    def compute_targets(self, batch: EpisodeBatch) -> np.ndarray:
+        """:return: the targets of the policy gradient of every step (the first array of ``compute_returns``)"""
+        return self.compute_returns(batch)[0]
 
     # ----- the update -------------------------------------------------------------------------------
 
-    def _grad_variance_enabled(self) -> bool:
-        # The per-episode gradients cost one autograd call per episode: measured on CartPole-v1 (4000-step
-        # batches) 3-4x the rest of a none/mean update (+12-24 % wall time), so only at "full";
-        # baseline="optimal" computes them anyway and logs grad_variance from "basic" on.
-        return self.diagnostics == "full"
-
-    def _policy_step_gradient(
-        self, batch: EpisodeBatch, targets: np.ndarray, values: np.ndarray | None
-    ) -> tuple[th.Tensor, DistributionSnapshot | None, th.Tensor, float, dict[str, float]]:
+    def _grad_variance(self, inputs: PolicyGradientBatch, gradient: PolicyGradient) -> float | None:
         """
-        Fill ``.grad`` of the policy parameters with the gradient of the REINFORCE loss
-        -(1/N) sum_i sum_t log pi(a_t|s_t) A_t - ent_coef * mean entropy.
-
-        :return: (log pi of the batch before the step (detached), the policy before the step (diagnostics only),
-            per-step baseline or empty tensor, policy-gradient loss value, extra logs)
+        ``train/grad_variance``: the trace of the sample covariance of the per-episode estimates ghat_i. Free with the
+        optimal baseline (it computes them); otherwise one ``autograd.grad`` per episode (3-4x the rest of a none/mean
+        update on CartPole-v1), so only at ``diagnostics="full"``, in eval mode with PyTorch's random state restored.
         """
-        params = actor_parameters(self.policy)
-        n_episodes = batch.n_episodes
-        device = batch.actions.device
-        distribution = self.policy.get_distribution(batch.observations)
-        log_prob = distribution.log_prob(batch.actions)
-        entropy = distribution.entropy()
-        logs: dict[str, float] = {}
-        old_distribution = (
-            DistributionSnapshot.from_distribution(distribution)
-            if self.diagnostics != "off" and self._kl_method == "analytic"
-            else None
-        )
-        # Entropy loss favors exploration (approximate entropy when no analytical form)
-        entropy_loss = -th.mean(-log_prob) if entropy is None else -th.mean(entropy)
-        logs["entropy_loss"] = entropy_loss.item()
-
-        if isinstance(self.baseline_state, OptimalBaseline):
-            scale = 1.0
-            if self.normalize_advantage and len(targets) > 1:
-                scale = 1.0 / (float(np.std(targets)) + 1e-8)
-            weights = th.as_tensor(targets * scale, dtype=th.float32, device=device)
-            score_grads, weighted_grads = per_episode_gradients(
-                self._log_prob, params, batch, [th.ones_like(weights), weights]
-            )
-            estimates = self.baseline_state.estimate(score_grads, weighted_grads)
-            if self.diagnostics != "off":
-                logs["grad_variance"] = covariance_trace(estimates)
-            # no scalar loss has this gradient: report the no-baseline surrogate
-            pg_loss = -(log_prob.detach() * weights).sum() / n_episodes
-            self.policy.optimizer.zero_grad()
-            if self.ent_coef != 0.0:
-                (self.ent_coef * entropy_loss).backward()
-            # d loss / d theta = -(1/N) sum_i ghat_i
-            flat = -estimates.mean(dim=0)
-            offset = 0
-            for param in params:
-                piece = flat[offset : offset + param.numel()].view_as(param)
-                param.grad = piece.clone() if param.grad is None else param.grad + piece
-                offset += param.numel()
-            return log_prob.detach(), old_distribution, th.empty(0), pg_loss.item(), logs
-
-        per_step = self.baseline_state.per_step(targets, batch, values)
-        advantages = targets - per_step
-        if self.normalize_advantage and len(advantages) > 1:
-            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
-        adv = th.as_tensor(advantages, dtype=th.float32, device=device)
-        if self._grad_variance_enabled():
-            (rows,) = per_episode_gradients(self._log_prob, params, batch, [adv])
-            logs["grad_variance"] = covariance_trace(rows)
-        # REINFORCE loss: minus the mean over episodes of sum_t log pi(a_t|s_t) A_t (its gradient is -ghat)
-        pg_loss = -(log_prob * adv).sum() / n_episodes
-        loss = pg_loss + self.ent_coef * entropy_loss
-        self.policy.optimizer.zero_grad()
-        loss.backward()
-        logs["loss"] = loss.item()
-        return log_prob.detach(), old_distribution, th.as_tensor(per_step), pg_loss.item(), logs
-
-    def _diagnostics_after_update(
-        self, batch: EpisodeBatch, old_log_prob: th.Tensor, old_distribution: DistributionSnapshot | None
-    ) -> dict[str, float]:
-        """policy_kl (exact), approx_kl (k3), ratio statistics and ESS of pi_new / pi_old on the batch."""
-        self.policy.set_training_mode(False)
-        with th.no_grad():
-            distribution = self.policy.get_distribution(batch.observations)
-            log_ratio = distribution.log_prob(batch.actions) - old_log_prob
-            if old_distribution is not None:
-                kl = old_distribution.kl_to(distribution)
-            else:
-                kl = th.expm1(log_ratio) - log_ratio
-        self.policy.set_training_mode(True)
-        ratio_stats = RatioStatistics()
-        ratio_stats.add(th.exp(log_ratio))
-        logs = {"policy_kl": kl.mean().item(), "approx_kl": approx_kl_k3(log_ratio).item(), **ratio_stats.summary()}
-        if self.diagnostics == "full":
-            logs["policy_kl_max"] = kl.max().item()
-        return logs
+        if gradient.estimates is not None:
+            return covariance_trace(gradient.estimates) if self._measurement.enabled else None
+        if self._measurement.level != "full" or gradient.advantages is None:
+            return None
+        with measuring(self.policy, no_grad=False):
+            (rows,) = per_episode_gradients(self._log_prob, inputs.parameters, inputs.batch, [gradient.advantages])
+        return covariance_trace(rows)
 
     def train(self) -> None:
         """
-        One REINFORCE update on the finished episodes: targets, baseline, one policy gradient step,
+        One REINFORCE update on the finished episodes: targets, the baseline's policy gradient, one optimizer step,
         then the value regression (value baseline) and the diagnostics.
         """
         # Switch to train mode (this affects batch norm / dropout)
@@ -483,74 +421,84 @@ class REINFORCE(OnPolicyAlgorithm):
         # Update optimizer learning rate
         self._update_learning_rate(self.policy.optimizer)
 
-        episodes = self.episode_buffer.pop_finished()
+        episodes = self.rollout_buffer.pop_finished()
         if not episodes:
             return
         batch = EpisodeBatch.from_episodes(episodes, self.device, isinstance(self.action_space, spaces.Discrete))
 
         # Monte-Carlo targets, and V(s) *before* the fit (the baseline must not have seen this batch)
-        targets = self.compute_targets(batch)
+        targets, value_targets = self.compute_returns(batch)
         values = None
         if self.baseline_state.uses_value_function:
             with th.no_grad():
                 values = self.policy.predict_values(batch.observations).flatten().double().cpu().numpy()
+        # The policy before the step, for the diagnostics
+        old_policy = (
+            OldPolicy(self.policy, batch.observations, batch.actions, None, self._kl_method)
+            if self._measurement.enabled
+            else None
+        )
 
-        # The policy-gradient step
-        old_log_prob, old_distribution, per_step_baseline, pg_loss, logs = self._policy_step_gradient(batch, targets, values)
+        distribution = self.policy.get_distribution(batch.observations)
+        log_prob = distribution.log_prob(batch.actions)
+        entropy = distribution.entropy()
+        # Entropy loss favors exploration (approximate entropy when no analytical form)
+        entropy_loss = -th.mean(-log_prob) if entropy is None else -th.mean(entropy)
+        # The policy-gradient term, formed by the baseline: its loss's gradient is -ghat
         params = actor_parameters(self.policy)
-        grad_norm = th.nn.utils.clip_grad_norm_(params, self.max_grad_norm if self.max_grad_norm is not None else float("inf"))
-        if th.isfinite(grad_norm):
+        inputs = PolicyGradientBatch(batch, targets, values, log_prob, self._log_prob, params, self.normalize_advantage)
+        gradient = self.baseline_state.policy_gradient(inputs)
+        grad_variance = self._grad_variance(inputs, gradient)
+        loss = gradient.loss + self.ent_coef * entropy_loss
+
+        # Optimization step (one per update)
+        self.policy.optimizer.zero_grad()
+        loss.backward()
+        grad_norm = th.nn.utils.clip_grad_norm_(params, self.max_grad_norm if self.max_grad_norm is not None else math.inf)
+        # Numerical guard: never write non-finite weights, skip this update instead
+        if not self.nonfinite_guard.skipped("policy gradient norm", grad_norm, optimizer=self.policy.optimizer):
             self.policy.optimizer.step()
-        else:
-            # Numerical guard: never write non-finite weights, skip this update instead
-            self._n_nonfinite_steps += 1
-            warnings.warn(f"REINFORCE: non-finite policy gradient (grad_norm={grad_norm.item()}), update skipped")
         self.policy.optimizer.zero_grad()
         self._n_updates += 1
+        change = old_policy.measure(self.policy) if old_policy is not None else None
 
-        diagnostics = {}
-        if self.diagnostics != "off":
-            diagnostics = self._diagnostics_after_update(batch, old_log_prob, old_distribution)
-
-        # The value baseline's regression on the Monte-Carlo targets, with its own optimiser
+        # The value baseline's regression on the reward-to-go, with its own optimiser
         if isinstance(self.baseline_state, ValueBaseline):
-            assert values is not None
             value_lr = self.value_lr_schedule(self._current_progress_remaining)
             update_learning_rate(self.value_optimizer, value_lr)
-            self.baseline_state.last_explained_variance = float(explained_variance(values, targets))
             value_loss = self.baseline_state.fit(
                 lambda obs: self.policy.predict_values(obs).flatten(),
-                value_parameters(self.policy),
                 self.value_optimizer,
                 batch,
-                targets,
+                value_targets,
+                self.nonfinite_guard,
             )
             self.logger.record("train/value_loss", value_loss)
             self.logger.record("train/value_learning_rate", value_lr)
 
         # Logs: SB3's keys ...
-        self.logger.record("train/policy_gradient_loss", pg_loss)
-        record_dict(self.logger, logs)
-        if per_step_baseline.numel() > 0:
-            self.logger.record(
-                "train/explained_variance", float(explained_variance(per_step_baseline.numpy().astype(np.float64), targets))
-            )
+        self.logger.record("train/policy_gradient_loss", gradient.pg_loss)
+        self.logger.record("train/entropy_loss", entropy_loss.item())
+        self.logger.record("train/loss", gradient.pg_loss + self.ent_coef * entropy_loss.item())
+        if gradient.baseline is not None:
+            self.logger.record("train/explained_variance", float(explained_variance(gradient.baseline, targets)))
         if hasattr(self.policy, "log_std"):
             self.logger.record("train/std", th.exp(self.policy.log_std).mean().item())
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
-        # skipped policy updates plus skipped value-baseline steps (NaN targets)
-        skipped_value_steps = getattr(self.baseline_state, "_n_nonfinite_steps", 0)
-        self.logger.record("train/nonfinite_steps", self._n_nonfinite_steps + skipped_value_steps)
+        self.logger.record("train/nonfinite_steps", self.nonfinite_guard.n_skipped)
         # ... the batch and the baseline ...
         self.logger.record("train/n_episodes", batch.n_episodes)
         self.logger.record("train/batch_steps", batch.n_steps)
         self.logger.record("train/carried_over_steps", sum(episode.carried_over for episode in episodes))
         self.logger.record("train/return_mean", float(targets.mean()))
-        record_dict(self.logger, self.baseline_state.last_stats)
+        for key, value in self.baseline_state.last_stats.items():
+            self.logger.record(f"train/{key}", value)
+        if grad_variance is not None:
+            self.logger.record("train/grad_variance", grad_variance)
         # ... and the shared diagnostics vocabulary
-        if self.diagnostics != "off":
+        if self._measurement.enabled:
             self.logger.record("train/grad_norm", grad_norm.item())
-            record_dict(self.logger, diagnostics)
+        self._measurement.record(self.logger, change, approx_kl=True)
 
     def learn(
         self: SelfREINFORCE,
@@ -561,28 +509,11 @@ class REINFORCE(OnPolicyAlgorithm):
         reset_num_timesteps: bool = True,
         progress_bar: bool = False,
     ) -> SelfREINFORCE:
-        # OnPolicyAlgorithm.learn, collecting complete episodes instead of filling a rollout buffer
-        iteration = 0
-        total_timesteps, callback = self._setup_learn(
-            total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar
+        return super().learn(
+            total_timesteps=total_timesteps,
+            callback=callback,
+            log_interval=log_interval,
+            tb_log_name=tb_log_name,
+            reset_num_timesteps=reset_num_timesteps,
+            progress_bar=progress_bar,
         )
-        callback.on_training_start(locals(), globals())
-        assert self.env is not None
-
-        while self.num_timesteps < total_timesteps:
-            continue_training = self.collect_rollouts(self.env, callback)
-            if not continue_training:
-                break
-
-            iteration += 1
-            self._update_current_progress_remaining(self.num_timesteps, total_timesteps)
-
-            # Display training infos
-            if log_interval is not None and iteration % log_interval == 0:
-                assert self.ep_info_buffer is not None
-                self.dump_logs(iteration)
-
-            self.train()
-
-        callback.on_training_end()
-        return self

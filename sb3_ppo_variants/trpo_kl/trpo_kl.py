@@ -1,12 +1,13 @@
 import copy
 import math
-import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import torch as th
+from gymnasium import spaces
 from sb3_contrib import TRPO
 from sb3_contrib.common.utils import conjugate_gradient_solver
 from stable_baselines3.common.buffers import RolloutBuffer
@@ -17,18 +18,21 @@ from stable_baselines3.common.utils import explained_variance
 from torch import nn
 from torch.nn import functional as F
 
-from sb3_ppo_variants.common.buffers import Observations, Samples, policy_actions
+from sb3_ppo_variants.common.buffers import Observations, Samples
 from sb3_ppo_variants.common.diagnostics import (
+    DIAGNOSTICS_LEVELS,
+    Diagnostics,
+    DiagnosticsLevel,
     GradientStatistics,
-    RatioStatistics,
-    approx_kl_k3,
-    check_diagnostics_level,
-    record_dict,
-    record_mean,
+    OldPolicy,
+    PolicyChange,
+    make_diagnostics,
+    measuring,
 )
+from sb3_ppo_variants.common.distributions import resolve_kl_estimator
+from sb3_ppo_variants.common.guards import GuardedRollouts, NonFiniteGuard, gradient_norm
+from sb3_ppo_variants.common.validation import check_choice, check_trpo_arguments
 from sb3_ppo_variants.trpo_kl.policies import CnnPolicy, MlpPolicy, MultiInputPolicy
-from sb3_ppo_variants.common.guards import GuardedRollouts, nonfinite_step_skipped
-from sb3_ppo_variants.common.validation import check_trpo_arguments
 
 SelfTRPOKL = TypeVar("SelfTRPOKL", bound="TRPOKL")
 
@@ -48,19 +52,6 @@ def cg_relative_residual(hessian_vector_product: th.Tensor, gradient: th.Tensor)
     return float(th.linalg.vector_norm(hessian_vector_product.double() - gradient.double())) / gradient_norm
 
 
-def joint_kl(dist_true: Distribution, dist_pred: Distribution) -> th.Tensor:
-    """
-    Exact KL(dist_true || dist_pred) of the joint action distribution, per state: SB3's ``kl_divergence``
-    keeps one column per independent action dimension (Box, MultiBinary, MultiDiscrete), summed here.
-
-    :param dist_true: an SB3 distribution (e.g. the old policy on a batch of states)
-    :param dist_pred: a distribution of the same type on the same states
-    :return: tensor of shape (batch,)
-    """
-    kl = kl_divergence(dist_true, dist_pred)
-    return kl.sum(dim=-1) if kl.ndim > 1 else kl
-
-
 def slice_observations(observations: Observations, index: slice) -> Observations:
     """:return: ``observations[index]``, key by key for Dict observations"""
     if isinstance(observations, dict):
@@ -68,57 +59,63 @@ def slice_observations(observations: Observations, index: slice) -> Observations
     return observations[index]
 
 
+def sub_sample(rollout_data: Samples, factor: int) -> RolloutBufferSamples:
+    """sb3-contrib's sub-sampling of the rollout (every ``factor``-th sample), also for Dict observations."""
+    return RolloutBufferSamples(
+        slice_observations(rollout_data.observations, slice(None, None, factor)),  # type: ignore[arg-type]
+        rollout_data.actions[::factor],
+        None,  # type: ignore[arg-type]  # old values, not used here
+        rollout_data.old_log_prob[::factor],
+        rollout_data.advantages[::factor],
+        None,  # type: ignore[arg-type]  # returns, not used here
+    )
+
+
 @dataclass
-class TrustRegionStep:
+class SearchDirection:
     """
-    What one TRPO policy step did: the conjugate-gradient solve and the backtracking line search.
-    One per update (TRPO takes a single step on the whole rollout); read by the logger.
+    The natural-gradient direction of one TRPO step.
 
-    :param policy_objective: surrogate objective after the update (before it when the step was rejected),
-        as sb3-contrib logs it
-    :param is_success: whether the line search accepted a step
-    :param is_skipped: whether the numerical guard skipped the step (non-finite surrogate, gradient or direction)
-    :param line_search_steps: backtracking steps taken: tries before acceptance, ``line_search_max_iter`` on failure
-    :param step_fraction: accepted step size as a fraction of the maximal step (the backtrack coefficient), 0 on failure
-    :param expected_improvement: first-order prediction g . delta_theta of the surrogate's improvement at the
-        accepted (or last tried) step
-    :param actual_improvement: surrogate(theta + delta_theta) - surrogate(theta) at the same step
-    :param last_tried_kl: mean KL(pi_new || pi_old) of the constraint at the accepted (or last tried) step
-    :param cg_residual: ||H x - g|| / ||g|| of the conjugate-gradient direction x, H including damping
-    :param grad_norm: norm of the gradient g of the surrogate objective w.r.t. the actor parameters
-    :param grad_snr: signal-to-noise ratio of per-chunk surrogate gradients (``diagnostics="full"`` only)
+    :param direction: s, the conjugate-gradient solution of H s = g
+    :param hessian_direction: H s (H including damping)
+    :param max_step_size: sqrt(2 target_kl / s^T H s): the step length along s that reaches the trust-region boundary
+        of the quadratic model of the KL
     """
 
+    direction: th.Tensor
+    hessian_direction: th.Tensor
+    max_step_size: float
+
+
+@dataclass
+class LineSearchResult:
+    """
+    What sb3-contrib's backtracking line search did.
+
+    :param is_success: whether a step was accepted (otherwise the parameters were restored)
+    :param n_tries: steps tried (0 when the numerical guard skipped the policy step)
+    :param coefficient: the backtrack coefficient alpha^i of the last tried step (NaN if none was tried)
+    :param policy_objective: the surrogate after the update (before it when no step was accepted), as sb3-contrib logs it
+    :param tried_objective: the surrogate at the last tried step (NaN if none was tried)
+    :param tried_kl: the constraint's mean KL(pi_new || pi_old) at the last tried step (NaN if none was tried)
+    """
+
+    is_success: bool
+    n_tries: int
+    coefficient: float
     policy_objective: float
-    is_success: bool = False
-    is_skipped: bool = False
-    line_search_steps: int = 0
-    step_fraction: float = 0.0
-    expected_improvement: float = float("nan")
-    actual_improvement: float = float("nan")
-    last_tried_kl: float = float("nan")
-    cg_residual: float = float("nan")
-    grad_norm: float = float("nan")
-    grad_snr: float = float("nan")
+    tried_objective: float = float("nan")
+    tried_kl: float = float("nan")
 
     @property
-    def improvement_ratio(self) -> float:
-        """:return: actual / expected improvement (1: the linear model was exact), NaN if expected is 0 or unknown"""
-        if self.expected_improvement == 0.0 or not math.isfinite(self.expected_improvement):
-            return float("nan")
-        return self.actual_improvement / self.expected_improvement
+    def line_search_steps(self) -> int:
+        """:return: backtracking steps: the tries before the accepted one, all the tries on failure"""
+        return self.n_tries - 1 if self.is_success else self.n_tries
 
-    def diagnostics(self) -> dict[str, float]:
-        """:return: the trust-region keys logged under ``train/`` with ``diagnostics != "off"``"""
-        return {
-            "line_search_steps": float(self.line_search_steps),
-            "step_fraction": self.step_fraction,
-            "expected_improvement": self.expected_improvement,
-            "actual_improvement": self.actual_improvement,
-            "improvement_ratio": self.improvement_ratio,
-            "cg_residual": self.cg_residual,
-            "grad_norm": self.grad_norm,
-        }
+    @property
+    def step_fraction(self) -> float:
+        """:return: the accepted step as a fraction of the maximal step (the backtrack coefficient), 0 on failure"""
+        return self.coefficient if self.is_success else 0.0
 
 
 class TRPOKL(GuardedRollouts, TRPO):
@@ -225,12 +222,12 @@ class TRPOKL(GuardedRollouts, TRPO):
         verbose: int = 0,
         seed: int | None = None,
         device: th.device | str = "auto",
-        diagnostics: str = "basic",
+        diagnostics: DiagnosticsLevel = "basic",
         _init_setup_model: bool = True,
     ):
         # every argument validated before anything is built (sb3-contrib only asserts a few)
         check_trpo_arguments(locals())
-        self.diagnostics = check_diagnostics_level(diagnostics)
+        check_choice("diagnostics", diagnostics, DIAGNOSTICS_LEVELS)
         super().__init__(
             policy,
             env,
@@ -259,211 +256,74 @@ class TRPOKL(GuardedRollouts, TRPO):
             device=device,
             _init_setup_model=False,
         )
+        self.diagnostics = diagnostics
         if _init_setup_model:
             self._setup_model()
 
     def _setup_model(self) -> None:
-        check_diagnostics_level(self.diagnostics)
         super()._setup_model()
-        self._n_nonfinite_steps = 0
+        # exact KL where SB3's distribution has one (all of SB3's do), for train/policy_kl
+        self._kl_method = resolve_kl_estimator("auto", self.policy.action_dist)
+        self._measurement: Diagnostics = make_diagnostics(self.diagnostics)
+        if not hasattr(self, "nonfinite_guard"):
+            self.nonfinite_guard = NonFiniteGuard(type(self).__name__)
 
-    # ----- helpers -------------------------------------------------------------------------------
+    def _excluded_save_params(self) -> list[str]:
+        return [*super()._excluded_save_params(), "_measurement"]
 
-    def _fork_rng(self) -> Any:
-        """
-        Context manager restoring PyTorch's random state on exit: the extra forward passes of the
-        diagnostics then cannot consume random numbers, even for a custom policy with dropout.
-        """
-        devices = []
-        if self.device.type == "cuda":
-            devices = [self.device.index if self.device.index is not None else th.cuda.current_device()]
-        return th.random.fork_rng(devices=devices)
+    # ----- the policy step -----------------------------------------------------------------------
 
-    def _skip_nonfinite(self, step: TrustRegionStep, what: str) -> TrustRegionStep:
-        """Numerical guard: count and report a policy step that is skipped (the actor is left unchanged)."""
-        self._n_nonfinite_steps += 1
-        warnings.warn(f"{type(self).__name__}: non-finite {what}, policy step skipped (actor parameters unchanged)")
-        step.is_skipped = True
-        return step
-
-    def _chunked_gradient_snr(
+    def _search_direction(
         self,
-        actor_params: list[nn.Parameter],
-        rollout_data: Samples,
-        actions: th.Tensor,
-        advantages: th.Tensor,
-    ) -> float:
+        hessian_vector_product_fn: Callable[..., th.Tensor],
+        policy_objective: th.Tensor,
+        policy_objective_gradients: th.Tensor,
+    ) -> SearchDirection | None:
         """
-        Gradient signal-to-noise ratio of the surrogate: split the batch, in order, into chunks of
-        ``batch_size``, compute one surrogate gradient per chunk (extra forward and backward passes, at the
-        pre-step parameters; ``.grad`` is not touched) and return ||mean g||^2 / mean ||g - mean g||^2.
-
-        :return: the SNR, NaN with fewer than two chunks
+        sb3-contrib's conjugate-gradient direction and maximal step length, in the same operations; None when the
+        numerical guard skips the policy step (non-finite surrogate, gradient, direction or curvature; sb3-contrib
+        would write NaN weights).
         """
-        stats = GradientStatistics()
-        n_samples = len(advantages)
-        advantages = advantages.detach()
-        with self._fork_rng():
-            for start in range(0, n_samples, self.batch_size):
-                chunk = slice(start, start + self.batch_size)
-                distribution = self.policy.get_distribution(slice_observations(rollout_data.observations, chunk))
-                ratio = th.exp(distribution.log_prob(actions[chunk]) - rollout_data.old_log_prob[chunk])
-                objective = (advantages[chunk] * ratio).mean()
-                grads = th.autograd.grad(objective, actor_params, allow_unused=True)
-                stats.add(
-                    th.cat(
-                        [
-                            (grad if grad is not None else th.zeros_like(param)).reshape(-1)
-                            for grad, param in zip(grads, actor_params, strict=True)
-                        ]
-                    )
-                )
-        return stats.snr()
-
-    def _measure_step(self, rollout_data: Samples, actions: th.Tensor, old_distribution: Distribution) -> dict[str, float]:
-        """
-        One extra forward pass at the parameters left by the update (accepted step, or the restored
-        parameters when the line search failed): what the policy step really did.
-
-        :return: ``policy_kl`` (exact KL(pi_old || pi_new), summed over action dimensions), ``trust_region_kl``
-            (the constraint's KL(pi_new || pi_old), sb3-contrib's convention), ``approx_kl`` (k3 estimator on the
-            rollout actions) and the importance-ratio statistics with the effective sample size
-        """
-        with th.no_grad(), self._fork_rng():
-            distribution = self.policy.get_distribution(rollout_data.observations)
-            log_ratio = distribution.log_prob(actions) - rollout_data.old_log_prob
-            ratio_stats = RatioStatistics()
-            ratio_stats.add(th.exp(log_ratio))
-            return {
-                "policy_kl": joint_kl(old_distribution, distribution).mean().item(),
-                "trust_region_kl": kl_divergence(distribution, old_distribution).mean().item(),
-                "approx_kl": approx_kl_k3(log_ratio).item(),
-                **ratio_stats.summary(),
-            }
-
-    # ----- the update ----------------------------------------------------------------------------
-
-    def _policy_step(
-        self, rollout_data: Samples, instrumented: bool
-    ) -> tuple[TrustRegionStep, list[nn.Parameter], dict[str, float]]:
-        """
-        One TRPO policy step on the whole (sub-sampled) rollout, the operations of sb3-contrib's ``train``
-        in the same order, plus diagnostics that only read tensors.
-
-        :param rollout_data: the rollout samples
-        :param instrumented: whether to compute the diagnostics (``diagnostics != "off"``)
-        :return: the step's summary, the actor parameters, and the post-step measurements (empty if not instrumented)
-        """
-        actions = policy_actions(rollout_data.actions, self.action_space)
-
-        with th.no_grad():
-            # Note: is copy enough, no need for deepcopy?
-            # If using gSDE and deepcopy, we need to use `old_distribution.distribution`
-            # directly to avoid PyTorch errors.
-            old_distribution = copy.copy(self.policy.get_distribution(rollout_data.observations))
-
-        distribution = self.policy.get_distribution(rollout_data.observations)
-        log_prob = distribution.log_prob(actions)
-
-        advantages = rollout_data.advantages
-        if self.normalize_advantage:
-            advantages = (advantages - advantages.mean()) / (rollout_data.advantages.std() + 1e-8)
-
-        # ratio between old and new policy, should be one at the first iteration
-        ratio = th.exp(log_prob - rollout_data.old_log_prob)
-
-        # surrogate policy objective
-        policy_objective = (advantages * ratio).mean()
-
-        # KL divergence KL(pi_new || pi_old), the trust-region constraint (sb3-contrib's direction)
-        kl_div = kl_divergence(distribution, old_distribution).mean()
-
-        # Surrogate & KL gradient
-        self.policy.optimizer.zero_grad()
-
-        actor_params, policy_objective_gradients, grad_kl, grad_shape = self._compute_actor_grad(kl_div, policy_objective)
-
-        step = TrustRegionStep(policy_objective=policy_objective.item())
-        if instrumented:
-            step.grad_norm = float(th.linalg.vector_norm(policy_objective_gradients.double()))
-        if self.diagnostics == "full":
-            # after kl_div: the extra forward passes overwrite the policy's (shared) distribution object
-            step.grad_snr = self._chunked_gradient_snr(actor_params, rollout_data, actions, advantages)
-
-        measure = partial(self._measure_step, rollout_data, actions, old_distribution) if instrumented else dict
-        if not (th.isfinite(policy_objective) and th.isfinite(policy_objective_gradients).all()):
-            return self._skip_nonfinite(step, "surrogate objective or gradient"), actor_params, measure()
-
-        # Hessian-vector dot product function used in the conjugate gradient step
-        hessian_vector_product_fn = partial(self.hessian_vector_product, actor_params, grad_kl)
-
+        if self.nonfinite_guard.skipped("surrogate objective or its gradient", policy_objective, policy_objective_gradients):
+            return None
         # Computing search direction
         search_direction = conjugate_gradient_solver(
             hessian_vector_product_fn,
             policy_objective_gradients,
             max_iter=self.cg_max_steps,
         )
-
-        # H x (with damping): needed for the maximal step length, and gives the CG residual for free
-        hessian_direction_product = hessian_vector_product_fn(search_direction, retain_graph=False)
-        direction_curvature = float(th.matmul(search_direction, hessian_direction_product))
-        if not (th.isfinite(search_direction).all() and math.isfinite(direction_curvature) and direction_curvature > 0):
-            return self._skip_nonfinite(step, "search direction or curvature"), actor_params, measure()
-        if instrumented:
-            step.cg_residual = cg_relative_residual(hessian_direction_product, policy_objective_gradients)
-
-        # Maximal step length: 1/2 s^T H s = target_kl along the direction s (quadratic model of the KL)
+        # H s (with damping): needed for the maximal step length, and gives the CG residual for free
+        hessian_direction = hessian_vector_product_fn(search_direction, retain_graph=False)
+        curvature = float(th.matmul(search_direction, hessian_direction))
+        if self.nonfinite_guard.skipped("search direction or its curvature", search_direction, curvature) or curvature <= 0:
+            return None
+        # Maximal step length
         line_search_max_step_size = 2 * self.target_kl
-        line_search_max_step_size /= direction_curvature
+        line_search_max_step_size /= curvature
         line_search_max_step_size = np.sqrt(line_search_max_step_size)
-
-        last_coeff = self._line_search(
-            step,
-            actor_params,
-            grad_shape,
-            search_direction,
-            line_search_max_step_size,
-            rollout_data,
-            actions,
-            advantages,
-            old_distribution,
-            policy_objective,
-        )
-        if instrumented:
-            # g . delta_theta, with delta_theta = coeff * max_step * s, at the accepted (or last tried) step
-            step.expected_improvement = (
-                last_coeff
-                * float(line_search_max_step_size)
-                * float(policy_objective_gradients.double() @ search_direction.double())
-            )
-        return step, actor_params, measure()
+        return SearchDirection(search_direction, hessian_direction, line_search_max_step_size)
 
     def _line_search(
         self,
-        step: TrustRegionStep,
         actor_params: list[nn.Parameter],
         grad_shape: list[tuple[int, ...]],
-        search_direction: th.Tensor,
-        line_search_max_step_size: float,
+        search: SearchDirection,
         rollout_data: Samples,
         actions: th.Tensor,
         advantages: th.Tensor,
         old_distribution: Distribution,
         policy_objective: th.Tensor,
-    ) -> float:
+    ) -> LineSearchResult:
         """
         sb3-contrib's backtracking line search: try theta + alpha^i * max_step * s for i = 0, 1, ... and accept
         the first step that improves the surrogate with mean KL(pi_new || pi_old) < target_kl; restore the
-        parameters exactly if none does. Fills ``step``.
-
-        :return: the backtrack coefficient alpha^i of the last tried step (NaN if nothing was tried)
+        parameters exactly if none does.
         """
         line_search_backtrack_coeff = 1.0
         original_actor_params = [param.detach().clone() for param in actor_params]
 
         is_line_search_success = False
-        n_tries, last_coeff = 0, float("nan")
-        old_objective = policy_objective.item()
+        n_tries, tried_coefficient = 0, float("nan")
         with th.no_grad():
             # Line-search (backtracking)
             for _ in range(self.line_search_max_iter):
@@ -471,12 +331,9 @@ class TRPOKL(GuardedRollouts, TRPO):
                 # Applying the scaled step direction
                 for param, original_param, shape in zip(actor_params, original_actor_params, grad_shape, strict=True):
                     n_params = param.numel()
-                    param.data = (
-                        original_param.data
-                        + line_search_backtrack_coeff
-                        * line_search_max_step_size
-                        * search_direction[start_idx : (start_idx + n_params)].view(shape)
-                    )
+                    param.data = original_param.data + line_search_backtrack_coeff * search.max_step_size * search.direction[
+                        start_idx : (start_idx + n_params)
+                    ].view(shape)
                     start_idx += n_params
 
                 # Recomputing the policy log-probabilities
@@ -489,11 +346,7 @@ class TRPOKL(GuardedRollouts, TRPO):
 
                 # New KL-divergence
                 kl_div = kl_divergence(distribution, old_distribution).mean()
-
-                n_tries += 1
-                last_coeff = line_search_backtrack_coeff
-                step.actual_improvement = new_policy_objective.item() - old_objective
-                step.last_tried_kl = kl_div.item()
+                n_tries, tried_coefficient = n_tries + 1, line_search_backtrack_coeff
 
                 # Constraint criteria:
                 # we need to improve the surrogate policy objective
@@ -505,57 +358,175 @@ class TRPOKL(GuardedRollouts, TRPO):
                 # Reducing step size if line-search wasn't successful
                 line_search_backtrack_coeff *= self.line_search_shrinking_factor
 
-            step.is_success = is_line_search_success
             if not is_line_search_success:
                 # If the line-search wasn't successful we revert to the original parameters
                 for param, original_param in zip(actor_params, original_actor_params, strict=True):
                     param.data = original_param.data.clone()
-                step.line_search_steps = n_tries
-                step.step_fraction = 0.0
-            else:
-                step.policy_objective = new_policy_objective.item()
-                step.line_search_steps = n_tries - 1
-                step.step_fraction = line_search_backtrack_coeff
-        return last_coeff
+
+        tried_objective = new_policy_objective.item()
+        return LineSearchResult(
+            is_success=is_line_search_success,
+            n_tries=n_tries,
+            coefficient=tried_coefficient,
+            policy_objective=tried_objective if is_line_search_success else policy_objective.item(),
+            tried_objective=tried_objective,
+            tried_kl=kl_div.item(),
+        )
+
+    # ----- measurement ---------------------------------------------------------------------------
+
+    def _old_policy(self, rollout_data: Samples, actions: th.Tensor) -> OldPolicy | None:
+        """The policy before the step on the (sub-sampled) rollout, when diagnostics are on."""
+        if not self._measurement.enabled:
+            return None
+        return OldPolicy(self.policy, rollout_data.observations, actions, rollout_data.old_log_prob, self._kl_method)
+
+    def _chunked_gradient_snr(
+        self, actor_params: list[nn.Parameter], rollout_data: Samples, actions: th.Tensor, advantages: th.Tensor
+    ) -> float:
+        """
+        Gradient signal-to-noise ratio of the surrogate (``diagnostics="full"``): split the batch, in order, into chunks
+        of ``batch_size``, compute one surrogate gradient per chunk (extra forward and backward passes at the pre-step
+        parameters, in eval mode with PyTorch's random state restored; ``.grad`` is not touched) and return
+        ||mean g||^2 / mean ||g - mean g||^2.
+
+        :return: the SNR, NaN with fewer than two chunks
+        """
+        stats = GradientStatistics()
+        advantages = advantages.detach()
+        with measuring(self.policy, no_grad=False):
+            for start in range(0, len(advantages), self.batch_size):
+                chunk = slice(start, start + self.batch_size)
+                distribution = self.policy.get_distribution(slice_observations(rollout_data.observations, chunk))
+                ratio = th.exp(distribution.log_prob(actions[chunk]) - rollout_data.old_log_prob[chunk])
+                grads = th.autograd.grad((advantages[chunk] * ratio).mean(), actor_params, allow_unused=True)
+                gradient = th.cat(
+                    [(th.zeros_like(p) if g is None else g).reshape(-1) for g, p in zip(grads, actor_params, strict=True)]
+                )
+                stats.add(gradient, th.linalg.vector_norm(gradient))
+        return stats.snr()
+
+    def _trust_region_logs(
+        self,
+        policy_objective: th.Tensor,
+        policy_objective_gradients: th.Tensor,
+        search: SearchDirection | None,
+        line_search: LineSearchResult,
+        old_policy: OldPolicy,
+        change: PolicyChange,
+    ) -> dict[str, float]:
+        """
+        How the trust-region step was found (``diagnostics != "off"``): line-search steps, accepted step fraction,
+        first-order expected vs actual improvement of the surrogate at the accepted (or last tried) step, CG residual,
+        gradient norm, and the constraint's KL(pi_new || pi_old) measured after the step.
+        """
+        expected = actual = residual = float("nan")
+        if search is not None:
+            # g . delta_theta, with delta_theta = coeff * max_step * s, at the accepted (or last tried) step
+            slope = float(policy_objective_gradients.double() @ search.direction.double())
+            expected = line_search.coefficient * float(search.max_step_size) * slope
+            actual = line_search.tried_objective - policy_objective.item()
+            residual = cg_relative_residual(search.hessian_direction, policy_objective_gradients)
+        assert old_policy.distribution is not None
+        return {
+            "line_search_steps": float(line_search.line_search_steps),
+            "step_fraction": line_search.step_fraction,
+            "expected_improvement": expected,
+            "actual_improvement": actual,
+            "improvement_ratio": actual / expected if expected != 0.0 and math.isfinite(expected) else float("nan"),
+            "cg_residual": residual,
+            "grad_norm": float(th.linalg.vector_norm(policy_objective_gradients.double())),
+            "trust_region_kl": kl_divergence(change.distribution, old_policy.distribution).mean().item(),
+        }
+
+    # ----- the update ----------------------------------------------------------------------------
 
     def train(self) -> None:
         """
-        Update policy using the currently gathered rollout buffer (sb3-contrib TRPO's update plus diagnostics).
+        Update policy using the currently gathered rollout buffer.
+        (sb3-contrib TRPO's ``train``, with the numerical guard, the line search as a method, and the measurement calls.)
         """
         # Switch to train mode (this affects batch norm / dropout)
         self.policy.set_training_mode(True)
         # Update optimizer learning rate
         self._update_learning_rate(self.policy.optimizer)
-        instrumented = self.diagnostics != "off"
 
         policy_objective_values = []
         kl_divergences = []
         line_search_results = []
         value_losses = []
-        steps: list[TrustRegionStep] = []
-        measurements: list[dict[str, float]] = []
-        actor_params: list[nn.Parameter] = []
+        step_logs: dict[str, float] = {}
+        change = None
 
         # This will only loop once (get all data in one go)
         for rollout_data in self.rollout_buffer.get(batch_size=None):
             # Optional: sub-sample data for faster computation
             if self.sub_sampling_factor > 1:
-                rollout_data = RolloutBufferSamples(
-                    slice_observations(rollout_data.observations, slice(None, None, self.sub_sampling_factor)),  # type: ignore[arg-type]
-                    rollout_data.actions[:: self.sub_sampling_factor],
-                    None,  # type: ignore[arg-type]  # old values, not used here
-                    rollout_data.old_log_prob[:: self.sub_sampling_factor],
-                    rollout_data.advantages[:: self.sub_sampling_factor],
-                    None,  # type: ignore[arg-type]  # returns, not used here
-                )
+                rollout_data = sub_sample(rollout_data, self.sub_sampling_factor)
 
-            step, actor_params, measured = self._policy_step(rollout_data, instrumented)
-            steps.append(step)
-            measurements.append(measured)
-            line_search_results.append(step.is_success)
-            policy_objective_values.append(step.policy_objective)
+            actions = rollout_data.actions
+            if isinstance(self.action_space, spaces.Discrete):
+                # Convert discrete action from float to long
+                actions = rollout_data.actions.long().flatten()
+
+            # The policy before the step, for the diagnostics (eval mode, PyTorch's random state restored)
+            old_policy = self._old_policy(rollout_data, actions)
+            with th.no_grad():
+                # Note: is copy enough, no need for deepcopy?
+                # If using gSDE and deepcopy, we need to use `old_distribution.distribution`
+                # directly to avoid PyTorch errors.
+                old_distribution = copy.copy(self.policy.get_distribution(rollout_data.observations))
+
+            distribution = self.policy.get_distribution(rollout_data.observations)
+            log_prob = distribution.log_prob(actions)
+
+            advantages = rollout_data.advantages
+            if self.normalize_advantage:
+                advantages = (advantages - advantages.mean()) / (rollout_data.advantages.std() + 1e-8)
+
+            # ratio between old and new policy, should be one at the first iteration
+            ratio = th.exp(log_prob - rollout_data.old_log_prob)
+
+            # surrogate policy objective
+            policy_objective = (advantages * ratio).mean()
+
+            # KL divergence
+            kl_div = kl_divergence(distribution, old_distribution).mean()
+
+            # Surrogate & KL gradient
+            self.policy.optimizer.zero_grad()
+
+            actor_params, policy_objective_gradients, grad_kl, grad_shape = self._compute_actor_grad(kl_div, policy_objective)
+            grad_snr = (
+                self._chunked_gradient_snr(actor_params, rollout_data, actions, advantages)
+                if self._measurement.level == "full"
+                else None
+            )
+
+            # Hessian-vector dot product function used in the conjugate gradient step
+            hessian_vector_product_fn = partial(self.hessian_vector_product, actor_params, grad_kl)
+
+            # Search direction and maximal step length (None: the numerical guard skipped the step)
+            search = self._search_direction(hessian_vector_product_fn, policy_objective, policy_objective_gradients)
+            if search is not None:
+                line_search = self._line_search(
+                    actor_params, grad_shape, search, rollout_data, actions, advantages, old_distribution, policy_objective
+                )
+            else:
+                line_search = LineSearchResult(False, 0, float("nan"), policy_objective.item())
+
+            line_search_results.append(line_search.is_success)
+            policy_objective_values.append(line_search.policy_objective)
             # KL(pi_new || pi_old) of the last tried step (sb3-contrib logs 0.0 when the line search fails)
-            kl_divergences.append(step.last_tried_kl)
+            kl_divergences.append(line_search.tried_kl)
+
+            if old_policy is not None:
+                change = old_policy.measure(self.policy)
+                step_logs = self._trust_region_logs(
+                    policy_objective, policy_objective_gradients, search, line_search, old_policy, change
+                )
+                if grad_snr is not None:
+                    step_logs["grad_snr"] = grad_snr
 
         # Critic update
         for _ in range(self.n_critic_updates):
@@ -571,14 +542,17 @@ class TRPOKL(GuardedRollouts, TRPO):
                 for param in actor_params:
                     param.grad = None
                 # Numerical guard (not in sb3-contrib): a NaN return must not reach the critic's weights
-                if nonfinite_step_skipped(self, value_loss, value_loss.detach(), self.policy.optimizer):
+                critic_grad_norm = gradient_norm(self.policy.parameters())
+                if self.nonfinite_guard.skipped(
+                    "value loss or gradient norm", value_losses[-1], critic_grad_norm, optimizer=self.policy.optimizer
+                ):
                     continue
                 self.policy.optimizer.step()
 
         self._n_updates += 1
         explained_var = explained_variance(self.rollout_buffer.values.flatten(), self.rollout_buffer.returns.flatten())
 
-        # Logs: sb3-contrib TRPO's keys ...
+        # Logs
         self.logger.record("train/policy_objective", np.mean(policy_objective_values))
         self.logger.record("train/value_loss", np.mean(value_losses))
         self.logger.record("train/kl_divergence_loss", np.mean(kl_divergences))
@@ -588,16 +562,11 @@ class TRPOKL(GuardedRollouts, TRPO):
             self.logger.record("train/std", th.exp(self.policy.log_std).mean().item())
 
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
-        self.logger.record("train/nonfinite_steps", self._n_nonfinite_steps)
-
-        # ... and the trust-region and shared diagnostics (one policy step per update: means of one value)
-        if instrumented:
-            for key in steps[0].diagnostics():
-                record_mean(self.logger, f"train/{key}", [step.diagnostics()[key] for step in steps])
-            for key in measurements[0]:
-                record_mean(self.logger, f"train/{key}", [measured[key] for measured in measurements])
-        if self.diagnostics == "full":
-            record_dict(self.logger, {"grad_snr": float(np.mean([step.grad_snr for step in steps]))})
+        # The package's keys: the guard, the trust-region step, and the shared diagnostics vocabulary
+        self.logger.record("train/nonfinite_steps", self.nonfinite_guard.n_skipped)
+        for key, value in step_logs.items():
+            self.logger.record(f"train/{key}", value)
+        self._measurement.record(self.logger, change, approx_kl=True)
 
     def learn(
         self: SelfTRPOKL,
