@@ -185,3 +185,22 @@ def assert_mean_kl_matches(snapshot, new, reference_per_state, inputs):
 def test_kl_estimator_resolution():
     assert resolve_kl_estimator("auto", SquashedDiagGaussianDistribution(2)) == "analytic"
     assert resolve_kl_estimator("sample", CategoricalDistribution(2)) == "sample"
+
+
+def test_categorical_kl_finite_when_an_action_is_masked_under_both_policies():
+    """Action masking: a -inf logit under the old *and* the new policy contributes 0, not NaN (0 * inf)."""
+    old_logits = th.tensor([[0.0, 1.0, -math.inf], [2.0, -math.inf, 0.5]])
+    new_logits = th.tensor([[0.5, 0.2, -math.inf], [1.0, -math.inf, 0.0]], requires_grad=True)
+    old = CategoricalDistribution(3).proba_distribution(old_logits)
+    new = CategoricalDistribution(3).proba_distribution(new_logits)
+    snapshot = DistributionSnapshot.from_distribution(old)
+    # the KL over the two unmasked actions only, by hand
+    p = th.stack([th.softmax(old_logits[0, :2], -1), th.softmax(old_logits[1, [0, 2]], -1)])
+    q = th.stack([th.softmax(new_logits.detach()[0, :2], -1), th.softmax(new_logits.detach()[1, [0, 2]], -1)])
+    expected = (p * (p.log() - q.log())).sum(-1)
+    per_state = snapshot.kl_to(new)
+    th.testing.assert_close(per_state, expected)
+    mean = snapshot.mean_kl_to(new)
+    th.testing.assert_close(mean, expected.mean())
+    (gradient,) = th.autograd.grad(mean, new_logits)
+    assert th.isfinite(gradient).all()

@@ -18,7 +18,7 @@ def test_same_parameters_as_sb3_ppo_after_three_updates(env_id, level):
     ours = PPOClip("MlpPolicy", env_id, diagnostics=level, **SETTINGS)
     ours.learn(3 * 64)
     assert ours._n_updates == reference._n_updates == 3 * 3
-    th.testing.assert_close(policy_params(ours), policy_params(reference), rtol=1e-6, atol=0.0)
+    assert th.equal(policy_params(ours), policy_params(reference))
 
 
 def test_same_parameters_with_target_kl_early_stopping_and_vf_clipping():
@@ -28,7 +28,7 @@ def test_same_parameters_with_target_kl_early_stopping_and_vf_clipping():
     ours = PPOClip("MlpPolicy", "CartPole-v1", **settings)
     ours.learn(3 * 64)
     assert ours._n_updates == reference._n_updates
-    th.testing.assert_close(policy_params(ours), policy_params(reference), rtol=1e-6, atol=0.0)
+    assert th.equal(policy_params(ours), policy_params(reference))
 
 
 @pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
@@ -55,3 +55,40 @@ def test_clip_fractions_split_low_and_high():
 def test_clip_range_none_rejected():
     with pytest.raises(TypeError, match=r"clip_range must be a positive finite number or a schedule \(callable\), got None"):
         PPOClip("MlpPolicy", "CartPole-v1", clip_range=None)
+
+
+@pytest.mark.integration
+def test_construction_survives_a_new_ppo_argument():
+    """A 2.x release of SB3 adding an argument to PPO must not break PPOClip/PPOKL (fresh interpreter: the package is
+    imported after PPO changed, as after an upgrade)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(
+        """
+        import functools, inspect
+        import stable_baselines3
+        from stable_baselines3 import PPO
+
+        original = PPO.__init__
+
+        @functools.wraps(original)
+        def __init__(self, *args, new_argument=None, **kwargs):
+            original(self, *args, **kwargs)
+
+        signature = inspect.signature(original)
+        extra = inspect.Parameter("new_argument", inspect.Parameter.KEYWORD_ONLY, default=None)
+        __init__.__signature__ = signature.replace(parameters=[*signature.parameters.values(), extra])
+        PPO.__init__ = __init__
+
+        from sb3_ppo_variants import PPOKL, PPOClip
+
+        for algo in (PPOClip, PPOKL):
+            algo("MlpPolicy", "CartPole-v1", n_steps=64, batch_size=32).learn(64)
+        print("ok")
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith("ok")

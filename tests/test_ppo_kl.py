@@ -125,3 +125,13 @@ def test_adaptive_is_the_default_controller():
     model = PPOKL("MlpPolicy", "CartPole-v1", **FAST)
     assert isinstance(model.kl_control, AdaptiveKLController)
     assert model.kl_control.kl_coef == 1.0 and model.kl_control.kl_target == 0.01
+
+
+def test_default_clip_range_survives_a_round_trip_of_the_arguments():
+    """The default means "no clipping" as a plain value: YAML/JSON/Optuna round trips and copies keep the algorithm."""
+    import copy
+    import json
+
+    default = inspect.signature(PPOKL).parameters["clip_range"].default
+    for value in (json.loads(json.dumps(default)), copy.deepcopy(default), default):
+        assert PPOKL("MlpPolicy", "CartPole-v1", clip_range=value, **FAST).clip_range is None

@@ -445,3 +445,73 @@ def test_cartpole_learns_with_the_shipped_hyperparameters(seed):
     assert model.num_timesteps <= n_timesteps + 4000 + 500 * n_envs
     mean_return, _ = evaluate_policy(model, make_vec_env("CartPole-v1", n_envs=1, seed=seed + 1000), n_eval_episodes=10)
     assert mean_return >= 475
+
+
+class FirstRewardEnv(gym.Env):
+    """Reward 1 at the first step, then 0; cut by a time limit after ``horizon`` steps. Observation: one-hot time."""
+
+    def __init__(self, horizon: int = 10):
+        self.horizon = horizon
+        self.observation_space = gym.spaces.Box(0.0, 1.0, (horizon + 1,), dtype=np.float32)
+        self.action_space = gym.spaces.Discrete(2)
+
+    def _obs(self) -> np.ndarray:
+        obs = np.zeros(self.horizon + 1, dtype=np.float32)
+        obs[self.t] = 1.0
+        return obs
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return self._obs(), {}
+
+    def step(self, action):
+        reward = 1.0 if self.t == 0 else 0.0
+        self.t += 1
+        return self._obs(), reward, False, self.t >= self.horizon, {}
+
+
+@pytest.mark.slow
+def test_full_returns_with_value_baseline_regress_v_on_the_state_value():
+    """
+    reward_to_go=False with the value baseline: V is regressed on the reward-to-go (a state value), so bootstrapping a
+    truncation with V(s_T) adds the value of the future only. True values: V(s_0) = 1, V(s_t) = 0 for t >= 1. (Regressed
+    on the episode return, V(s_t) learned 1 + gamma^10 V(s_10) ~ 1.35 at every t, and the bootstrap fed on itself.)
+    """
+    model = REINFORCE(
+        "MlpPolicy",
+        FirstRewardEnv(),
+        n_steps=100,
+        baseline="value",
+        reward_to_go=False,
+        gamma=0.99,
+        learning_rate=1e-4,
+        value_learning_rate=3e-3,
+        n_value_epochs=10,
+        value_batch_size=None,
+        policy_kwargs=dict(net_arch=[16]),
+        seed=0,
+    )
+    model.learn(20_000)
+    with th.no_grad():
+        values = model.policy.predict_values(th.eye(11)).flatten().numpy()
+    assert abs(values[0] - 1.0) < 0.2
+    assert np.abs(values[1:10]).max() < 0.2
+    # the policy's targets are still the (bootstrapped) episode return at every step
+    batch = EpisodeBatch.from_episodes(
+        [
+            Episode(
+                np.eye(11, dtype=np.float32)[:10],
+                np.zeros(10, dtype=np.int64),
+                np.eye(10)[0],
+                True,
+                np.eye(11, dtype=np.float32)[10],
+            )
+        ],
+        model.device,
+        discrete_actions=True,
+    )
+    targets, value_targets = model.compute_returns(batch)
+    bootstrap = values[10]
+    np.testing.assert_allclose(targets, 1.0 + 0.99**10 * bootstrap, rtol=1e-5)
+    np.testing.assert_allclose(value_targets[1:], 0.99 ** np.arange(9, 0, -1) * bootstrap, rtol=1e-5)

@@ -104,7 +104,7 @@ def test_same_parameters_as_sb3_contrib(env_id, extra, diagnostics):
     reference = TRPO("MlpPolicy", env_id, seed=0, **FAST, **extra).learn(3 * 64)
     model = TRPOKL("MlpPolicy", env_id, seed=0, diagnostics=diagnostics, **FAST, **extra).learn(3 * 64)
     assert model._n_updates == reference._n_updates == 3
-    np.testing.assert_allclose(policy_parameters(model), policy_parameters(reference), rtol=1e-6, atol=0)
+    np.testing.assert_array_equal(policy_parameters(model), policy_parameters(reference))  # bit-identical
 
 
 # ----- (b) drop-in constructor --------------------------------------------------------------------
@@ -286,3 +286,15 @@ def test_save_load(tmp_path):
 def test_bad_diagnostics_value():
     with pytest.raises(ValueError, match=r"diagnostics must be one of \('off', 'basic', 'full'\), got 'verbose'"):
         TRPOKL("MlpPolicy", "CartPole-v1", diagnostics="verbose")
+
+
+def test_nonfinite_critic_gradient_with_finite_loss_is_skipped():
+    """The critic guard reads the gradient norm, not the loss: a NaN gradient with a finite loss never reaches the weights."""
+    model = TRPOKL("MlpPolicy", "Pendulum-v1", seed=0, **FAST)
+    value_weight = model.policy.value_net.weight
+    value_weight.register_hook(lambda grad: grad * float("nan"))
+    with pytest.warns(UserWarning, match="non-finite"):
+        logged = train_once(model)
+    assert math.isfinite(logged["train/value_loss"])
+    assert all(th.isfinite(param).all() for param in model.policy.parameters())
+    assert logged["train/nonfinite_steps"] == model.n_critic_updates * 2  # every critic minibatch skipped

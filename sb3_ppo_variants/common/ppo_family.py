@@ -6,7 +6,10 @@ measurement layer (``common/diagnostics.py``) and the numerical guard. Subclasse
 ``_policy_loss`` (the policy term of the loss) and ``_after_update`` (what happens once all epochs are
 done, e.g. adapting the KL coefficient). Compare it with SB3's::
 
-    python -m sb3_ppo_variants.common.anchor_diff  # the lines of SB3's PPO.train that differ, and ours
+    sb3=$(python -c "import stable_baselines3.ppo.ppo as m; print(m.__file__)")
+    sed -n '/^    def train(self)/,/^    def learn/p' "$sb3" > /tmp/sb3_train.py
+    sed -n '/^    def train(self)/,$p' sb3_ppo_variants/common/ppo_family.py > /tmp/our_train.py
+    git diff --no-index /tmp/sb3_train.py /tmp/our_train.py
 """
 
 from __future__ import annotations
