@@ -331,10 +331,13 @@ class FullDiagnostics(BasicDiagnostics):
 
 def make_diagnostics(level: DiagnosticsLevel) -> Diagnostics:
     """
-    :param level: ``"off"``, ``"basic"`` or ``"full"`` (validated by the constructors)
+    :param level: ``"off"``, ``"basic"`` or ``"full"`` (checked by the constructors; the error is for ``load(..., diagnostics=)``)
     :return: the measurement object of that level
     """
-    return {"off": Diagnostics, "basic": BasicDiagnostics, "full": FullDiagnostics}[level]()
+    classes: dict[str, type[Diagnostics]] = {"off": Diagnostics, "basic": BasicDiagnostics, "full": FullDiagnostics}
+    if level not in classes:
+        raise ValueError(f"diagnostics must be one of {DIAGNOSTICS_LEVELS}, got {level!r}")
+    return classes[level]()
 
 
 def record_mean(logger: Logger, key: str, values: list[float]) -> None:

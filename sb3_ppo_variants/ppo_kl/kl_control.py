@@ -11,11 +11,12 @@ from __future__ import annotations
 import math
 import warnings
 from abc import ABC, abstractmethod
-from typing import Any
+from typing import Any, Literal
 
 from sb3_ppo_variants.common.validation import check_choice, check_float
 
-KL_CONTROLLERS = ("adaptive", "fixed", "proportional")
+KLControllerName = Literal["adaptive", "fixed", "proportional"]
+KL_CONTROLLERS: tuple[KLControllerName, ...] = ("adaptive", "fixed", "proportional")
 
 
 class KLController(ABC):
@@ -139,7 +140,7 @@ class ProportionalKLController(KLController):
 
 
 def make_kl_controller(
-    kl_controller: str,
+    kl_controller: KLControllerName,
     kl_coef: float,
     kl_target: float,
     kl_tolerance: float = 1.5,

@@ -1,4 +1,4 @@
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import torch as th
@@ -10,11 +10,10 @@ from sb3_ppo_variants.common.diagnostics import DIAGNOSTICS_LEVELS, DiagnosticsL
 from sb3_ppo_variants.common.distributions import KL_ESTIMATORS, KLEstimator, mean_kl
 from sb3_ppo_variants.common.ppo_family import InstrumentedPPO, clipped_surrogate
 from sb3_ppo_variants.common.validation import check_choice, check_ppo_arguments
-from sb3_ppo_variants.ppo_kl.kl_control import KLController, make_kl_controller
+from sb3_ppo_variants.ppo_kl.kl_control import KLController, KLControllerName, make_kl_controller
 from sb3_ppo_variants.ppo_kl.policies import CnnPolicy, MlpPolicy, MultiInputPolicy
 
 SelfPPOKL = TypeVar("SelfPPOKL", bound="PPOKL")
-KLControllerName = Literal["adaptive", "fixed", "proportional"]
 
 
 class PPOKL(InstrumentedPPO):
