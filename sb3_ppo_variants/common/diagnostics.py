@@ -331,7 +331,7 @@ class FullDiagnostics(BasicDiagnostics):
 
 def make_diagnostics(level: DiagnosticsLevel) -> Diagnostics:
     """
-    :param level: ``"off"``, ``"basic"`` or ``"full"`` (checked by the constructors; the error is for ``load(..., diagnostics=)``)
+    :param level: ``"off"``, ``"basic"`` or ``"full"`` (checked by the constructors; this error is for ``load``)
     :return: the measurement object of that level
     """
     classes: dict[str, type[Diagnostics]] = {"off": Diagnostics, "basic": BasicDiagnostics, "full": FullDiagnostics}
