@@ -83,7 +83,7 @@ def test_truncation_bootstrapped_only_with_the_value_baseline(reward_to_go):
     for baseline in BASELINES:
         model = REINFORCE("MlpPolicy", CountingEnv(3), gamma=0.5, reward_to_go=reward_to_go, baseline=baseline, **FAST)
         batch = EpisodeBatch.from_episodes([truncated, terminated], model.device, discrete_actions=True)
-        targets = model.compute_targets(batch)
+        targets, _ = model.compute_returns(batch)
         bootstrap = 0.0
         if baseline == "value":
             with th.no_grad():

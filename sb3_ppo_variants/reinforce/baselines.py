@@ -307,20 +307,11 @@ class NoBaseline(Baseline):
 
 
 class MeanBaseline(Baseline):
-    """
-    Leave-one-episode-out batch mean of the targets (see the module docstring).
-
-    :ivar batch_mean: mean of the targets over every step of the last batch (for inspection)
-    """
+    """Leave-one-episode-out batch mean of the targets (see the module docstring)."""
 
     name = "mean"
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.batch_mean = 0.0
-
     def per_step(self, targets: np.ndarray, batch: EpisodeBatch, values: np.ndarray | None) -> np.ndarray:
-        self.batch_mean = float(targets.mean())
         baseline = leave_one_out_mean(targets, batch.starts)
         self._record(baseline)
         return baseline

@@ -391,10 +391,6 @@ class REINFORCE(OnPolicyAlgorithm):
             return value_targets, value_targets
         return np.concatenate([np.full(len(returns), returns[0]) for returns in reward_to_go]), value_targets
 
-    def compute_targets(self, batch: EpisodeBatch) -> np.ndarray:
-        """:return: the targets of the policy gradient of every step (the first array of ``compute_returns``)"""
-        return self.compute_returns(batch)[0]
-
     # ----- the update -------------------------------------------------------------------------------
 
     def _grad_variance(self, inputs: PolicyGradientBatch, gradient: PolicyGradient) -> float | None:
