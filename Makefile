@@ -28,9 +28,9 @@ install: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -n $(WORKERS) -p no:cacheprovider
 
-## Unit tests only, no learning checks
+## Unit tests only: no learning checks, no subprocesses (rl-zoo3 commands, benchmark scripts)
 test-fast: $(STAMP)
-	$(PY) -m pytest -n $(WORKERS) -p no:cacheprovider -m "not slow"
+	$(PY) -m pytest -n $(WORKERS) -p no:cacheprovider -m "not slow and not integration"
 
 ## Train PPOKL on CartPole-v1 with the unchanged rl-zoo3 command and say where everything is
 demo: $(STAMP)

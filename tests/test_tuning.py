@@ -32,7 +32,7 @@ import sqlalchemy
 import yaml
 from optuna.trial import TrialState
 
-from sb3_ppo_variants.zoo import ZOO_ALGOS, register
+from sb3_ppo_variants.zoo import ZOO_ALGOS, algorithm_class, register
 from sb3_ppo_variants.zoo.tuning import (
     STOP_REASON,
     NonFiniteGuard,
@@ -41,6 +41,7 @@ from sb3_ppo_variants.zoo.tuning import (
     load_storage,
 )
 
+integration = pytest.mark.integration  # starts rl-zoo3 workers (subprocesses)
 POSTGRES_URL_VAR = "SB3_PPO_VARIANTS_POSTGRES_URL"
 ALGOS = sorted(ZOO_ALGOS)
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
@@ -333,6 +334,7 @@ def reload_trial(algo: str, storage: str, study_name: str, trial: optuna.trial.F
 # ----- distributed tuning on PostgreSQL ----------------------------------------------------------------------
 
 
+@integration
 @pytest.mark.postgres
 @pytest.mark.parametrize("algo", ALGOS)
 def test_concurrent_workers_share_one_postgres_study(tmp_path, postgres_url, postgres_study, algo):
@@ -360,6 +362,7 @@ def test_concurrent_workers_share_one_postgres_study(tmp_path, postgres_url, pos
     reload_trial(algo, postgres_url, study_name, trials[best.number], tmp_path)
 
 
+@integration
 @pytest.mark.postgres
 def test_worker_killed_mid_trial_leaves_the_study_consistent(tmp_path, postgres_url, postgres_study):
     (tmp_path / "zoo_test_callbacks.py").write_text(TEST_CALLBACKS)
@@ -409,6 +412,7 @@ def test_worker_killed_mid_trial_leaves_the_study_consistent(tmp_path, postgres_
 # ----- no server: journal file (shared file system) and SQLite (one machine) ------------------------------------
 
 
+@integration
 @pytest.mark.parametrize("kind", ["journal", "sqlite"])
 def test_two_workers_share_a_file_storage(tmp_path, kind):
     storage = str(tmp_path / "study.log") if kind == "journal" else f"sqlite:///{tmp_path / 'study.db'}"
@@ -433,10 +437,7 @@ def seeded_study(storage: str, study_name: str) -> None:
 def test_guard_stops_training_on_non_finite_rewards_and_losses(algo):
     import gymnasium as gym
 
-    from sb3_ppo_variants.zoo.registration import importlib
-
-    module, class_name = ZOO_ALGOS[algo]
-    algo_class = getattr(importlib.import_module(module), class_name)
+    algo_class = algorithm_class(algo)
 
     class BadReward(gym.Wrapper):
         def __init__(self, env, value):
@@ -458,6 +459,7 @@ def test_guard_stops_training_on_non_finite_rewards_and_losses(algo):
         NonFiniteGuard(max_nonfinite_steps=-1)
 
 
+@integration
 def test_diverging_trials_are_pruned_with_a_reason_and_the_study_goes_on(tmp_path):
     """
     Two broken set-ups, one worker each on a study that already holds a healthy trial 0: rewards 1e30 in

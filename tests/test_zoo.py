@@ -1,4 +1,7 @@
-"""rl-zoo3 integration: the start-up hook, register(), hyperparameter files, and the unchanged zoo commands."""
+"""rl-zoo3 integration: the start-up hook, register(), hyperparameter files, and the unchanged zoo commands.
+
+The tests that start a Python subprocess (the hook at start-up, the zoo commands) are marked ``integration``.
+"""
 
 import inspect
 import os
@@ -12,8 +15,11 @@ import optuna
 import pytest
 import yaml
 
-from sb3_ppo_variants.zoo import ZOO_ALGOS, hyperparams_file, register
-from sb3_ppo_variants.zoo.registration import hyperparams_dir
+import sb3_ppo_variants.zoo
+from sb3_ppo_variants.zoo import ZOO_ALGOS, algorithm_class, hyperparams_dir, hyperparams_file, register
+from sb3_ppo_variants.zoo.samplers import CONVERTERS, SAMPLERS
+
+integration = pytest.mark.integration  # starts a subprocess
 
 # keys of a zoo entry that rl-zoo3 consumes itself instead of passing them to the algorithm
 ZOO_ONLY_KEYS = {
@@ -43,6 +49,7 @@ def last_evaluation(log_folder: Path, algo: str, env_id: str) -> float:
     return float(evaluations["results"][-1].mean())
 
 
+@integration
 def test_startup_hook_imports_nothing_heavy(tmp_path):
     result = run(["-X", "importtime", "-c", "pass"], cwd=tmp_path)
     imported = [line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")]
@@ -53,6 +60,7 @@ def test_startup_hook_imports_nothing_heavy(tmp_path):
     assert heavy == []
 
 
+@integration
 @pytest.mark.parametrize("hook", [True, False])
 def test_hook_registers_on_rl_zoo3_import_and_can_be_switched_off(tmp_path, hook):
     code = (
@@ -80,8 +88,10 @@ def test_register_patches_rl_zoo3_tables():
     from rl_zoo3.utils import ALGOS
 
     for key, (module, class_name) in ZOO_ALGOS.items():
+        assert ALGOS[key] is algorithm_class(key)
         assert ALGOS[key].__name__ == class_name and ALGOS[key].__module__.startswith(module)
-        assert key in HYPERPARAMS_SAMPLER and key in HYPERPARAMS_CONVERTER
+        assert HYPERPARAMS_SAMPLER[key] is SAMPLERS[key] and HYPERPARAMS_CONVERTER[key] is CONVERTERS[key]
+    assert set(SAMPLERS) == set(CONVERTERS) == set(ZOO_ALGOS)
     assert "config" in inspect.signature(ExperimentManager.__init__).parameters
 
 
@@ -112,16 +122,19 @@ def test_reinforce_sampler_samples_the_baseline_and_has_its_own_converter():
         REINFORCE("MlpPolicy", "CartPole-v1", **kwargs)  # a valid configuration
 
 
-@pytest.mark.parametrize("algo", sorted(ZOO_ALGOS))
-def test_hyperparams_file_entries_are_valid(algo):
-    from sb3_ppo_variants.zoo.registration import importlib
+def test_hyperparams_files_ship_inside_the_package():
+    assert hyperparams_dir() == Path(sb3_ppo_variants.zoo.__file__).parent / "hyperparams"
+    assert sorted(path.stem for path in hyperparams_dir().glob("*.yml")) == sorted(ZOO_ALGOS)
+    with pytest.raises(ValueError, match="algo must be one of"):
+        hyperparams_file("ppo")
 
+
+@pytest.mark.parametrize("algo", list(ZOO_ALGOS))
+def test_hyperparams_file_entries_are_valid(algo):
     path = hyperparams_file(algo)
     assert path.parent == hyperparams_dir()
     entries = yaml.safe_load(path.read_text())
-    module, class_name = ZOO_ALGOS[algo]
-    algo_class = getattr(importlib.import_module(module), class_name)
-    accepted = set(inspect.signature(algo_class).parameters)
+    accepted = set(inspect.signature(algorithm_class(algo)).parameters)
     assert "default" in entries
     for env_id, entry in entries.items():
         assert "policy" in entry and "n_timesteps" in entry, env_id
@@ -131,6 +144,7 @@ def test_hyperparams_file_entries_are_valid(algo):
             assert env_id in gym.envs.registry, env_id
 
 
+@integration
 def test_launcher_works_with_the_hook_off(tmp_path):
     run(
         [
@@ -154,6 +168,7 @@ def test_launcher_works_with_the_hook_off(tmp_path):
     assert (tmp_path / "logs" / "ppo_kl" / "CartPole-v1_1" / "CartPole-v1.zip").is_file()
 
 
+@integration
 def test_optimize_with_sqlite_storage_then_enjoy(tmp_path):
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     args = ["-m", "rl_zoo3.train", "--algo", "ppo_kl", "--env", "CartPole-v1", "-optimize", "--n-trials", "2"]
@@ -165,8 +180,9 @@ def test_optimize_with_sqlite_storage_then_enjoy(tmp_path):
     assert "kl_controller" in study.trials[0].params
 
 
+@integration
 @pytest.mark.slow
-@pytest.mark.parametrize("algo", ["ppo_kl", "ppo_clip", "trpo_kl", "reinforce"])
+@pytest.mark.parametrize("algo", list(ZOO_ALGOS))
 def test_unchanged_zoo_train_reaches_475_on_cartpole(tmp_path, algo):
     run(["-m", "rl_zoo3.train", "--algo", algo, "--env", "CartPole-v1", "--seed", "0", "-f", "logs"], cwd=tmp_path)
     assert last_evaluation(tmp_path / "logs", algo, "CartPole-v1") >= 475

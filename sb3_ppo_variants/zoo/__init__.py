@@ -8,6 +8,7 @@
 Importing this package does not import rl_zoo3; ``register()`` does.
 """
 
-from sb3_ppo_variants.zoo.registration import ZOO_ALGOS, hyperparams_dir, hyperparams_file, register
+from sb3_ppo_variants.zoo.algos import ZOO_ALGOS, algorithm_class
+from sb3_ppo_variants.zoo.registration import hyperparams_dir, hyperparams_file, register
 
-__all__ = ["ZOO_ALGOS", "hyperparams_dir", "hyperparams_file", "register"]
+__all__ = ["ZOO_ALGOS", "algorithm_class", "hyperparams_dir", "hyperparams_file", "register"]

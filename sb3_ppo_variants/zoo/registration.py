@@ -6,7 +6,7 @@ rl-zoo3 has no plugin mechanism, so each function below patches one of its modul
 - ``rl_zoo3.hyperparams_opt.HYPERPARAMS_SAMPLER`` / ``HYPERPARAMS_CONVERTER``: Optuna search spaces;
 - ``rl_zoo3.exp_manager.ExperimentManager``: its default hyperparameter file is
   ``rl_zoo3/hyperparams/<algo>.yml`` inside rl-zoo3's own package; for our keys it becomes
-  ``hyperparams/<algo>.yml`` shipped with this package (an explicit ``-conf`` still wins).
+  ``sb3_ppo_variants/zoo/hyperparams/<algo>.yml`` shipped inside this package (an explicit ``-conf`` still wins).
 
 The start-up hook (``_sb3_ppo_variants_zoo_hook``) calls each function right after rl-zoo3 executes
 the corresponding module; ``register()`` calls all three (it imports rl-zoo3). All are idempotent.
@@ -17,33 +17,33 @@ from __future__ import annotations
 import functools
 import importlib
 import inspect
+from importlib.resources import files
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-# zoo key -> (module, class name); the class name is the key in CapWords, acronyms upper-case
-ZOO_ALGOS: dict[str, tuple[str, str]] = {
-    "reinforce": ("sb3_ppo_variants.reinforce", "REINFORCE"),
-    "ppo_kl": ("sb3_ppo_variants.ppo_kl", "PPOKL"),
-    "ppo_clip": ("sb3_ppo_variants.ppo_clip", "PPOClip"),
-    "trpo_kl": ("sb3_ppo_variants.trpo_kl", "TRPOKL"),
-}
+from sb3_ppo_variants.zoo.algos import ZOO_ALGOS, algorithm_class
 
 _PATCHED = "_sb3_ppo_variants_patched"
 
 
 def hyperparams_dir() -> Path:
     """
-    :return: the folder with ``<zoo key>.yml``: inside the installed package (wheel), or the
-        repository's ``hyperparams/`` for an editable install / a source checkout
+    :return: the folder with ``<zoo key>.yml``, ``sb3_ppo_variants/zoo/hyperparams`` inside the installed package
+        (found with ``importlib.resources``: the same place in a wheel, an editable install and a source checkout)
     """
-    package_dir = Path(__file__).resolve().parent.parent
-    packaged = package_dir / "hyperparams"
-    return packaged if packaged.is_dir() else package_dir.parent / "hyperparams"
+    folder = files("sb3_ppo_variants.zoo") / "hyperparams"
+    # rl-zoo3 opens its hyperparameter file by path: the package must be installed as files (as pip does), not zipped
+    if not isinstance(folder, Path):
+        raise RuntimeError(f"rl-zoo3 needs the hyperparameter files on disk, found {folder!r}")
+    return folder
 
 
 def hyperparams_file(algo: str) -> Path:
-    """:return: the shipped rl-zoo3 hyperparameter file of one of our zoo keys"""
+    """
+    :param algo: one of our zoo keys (``ZOO_ALGOS``)
+    :return: the shipped rl-zoo3 hyperparameter file of that key
+    """
     if algo not in ZOO_ALGOS:
         raise ValueError(f"algo must be one of {sorted(ZOO_ALGOS)}, got {algo!r}")
     return hyperparams_dir() / f"{algo}.yml"
@@ -51,8 +51,8 @@ def hyperparams_file(algo: str) -> Path:
 
 def register_algos(utils_module: ModuleType) -> None:
     """Add our classes to ``rl_zoo3.utils.ALGOS``."""
-    for key, (module_name, class_name) in ZOO_ALGOS.items():
-        utils_module.ALGOS.setdefault(key, getattr(importlib.import_module(module_name), class_name))
+    for key in ZOO_ALGOS:
+        utils_module.ALGOS.setdefault(key, algorithm_class(key))
 
 
 def register_samplers(hyperparams_opt_module: ModuleType) -> None:
@@ -69,7 +69,7 @@ def register_hyperparams_files(exp_manager_module: ModuleType) -> None:
     Point rl-zoo3's default ``hyperparams/<algo>.yml`` at our files for our keys, and apply the tuning fixes of
     ``sb3_ppo_variants.zoo.tuning`` (``--trial-id``, diverging trials pruned with a reason, start-up retries).
     """
-    from sb3_ppo_variants.zoo.tuning import patch_experiment_manager
+    from sb3_ppo_variants.zoo.tuning import patch_experiment_manager  # imports optuna (the zoo extra), as rl-zoo3 does
 
     patch_experiment_manager(exp_manager_module)
     manager_class = exp_manager_module.ExperimentManager

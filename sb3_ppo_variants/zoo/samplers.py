@@ -2,7 +2,10 @@
 
 Same signature as rl-zoo3's samplers: ``sample_x_params(trial, n_actions, n_envs, additional_args)``
 returning converted keyword arguments; the matching converter turns a trial's raw ``params`` back
-into keyword arguments (rl-zoo3's ``--trial-id`` route). Importing this module imports rl_zoo3.
+into keyword arguments (rl-zoo3's ``--trial-id`` route).
+
+Importing this module does not import rl_zoo3 (its functions do): importing ``rl_zoo3.hyperparams_opt`` runs the
+start-up hook's ``register_samplers``, which reads this module's tables, so they must exist before rl-zoo3 is imported.
 """
 
 from __future__ import annotations
@@ -12,7 +15,42 @@ from typing import Any
 
 import optuna
 from torch import nn
-from rl_zoo3.hyperparams_opt import convert_onpolicy_params, sample_ppo_params, sample_trpo_params
+
+
+def convert_onpolicy_params(sampled_params: dict[str, Any]) -> dict[str, Any]:
+    """
+    Converter for PPOKL, PPOClip and TRPOKL: rl-zoo3's on-policy converter.
+
+    :param sampled_params: a trial's raw parameters
+    :return: keyword arguments
+    """
+    from rl_zoo3.hyperparams_opt import convert_onpolicy_params as convert
+
+    return convert(sampled_params)
+
+
+def sample_ppo_clip_params(trial: optuna.Trial, n_actions: int, n_envs: int, additional_args: dict) -> dict[str, Any]:
+    """
+    Sampler for PPOClip (SB3 PPO's maths): rl-zoo3's PPO search space.
+
+    :param trial: the Optuna trial
+    :return: keyword arguments for PPOClip
+    """
+    from rl_zoo3.hyperparams_opt import sample_ppo_params
+
+    return sample_ppo_params(trial, n_actions, n_envs, additional_args)
+
+
+def sample_trpo_kl_params(trial: optuna.Trial, n_actions: int, n_envs: int, additional_args: dict) -> dict[str, Any]:
+    """
+    Sampler for TRPOKL (sb3-contrib TRPO's maths): rl-zoo3's TRPO search space.
+
+    :param trial: the Optuna trial
+    :return: keyword arguments for TRPOKL
+    """
+    from rl_zoo3.hyperparams_opt import sample_trpo_params
+
+    return sample_trpo_params(trial, n_actions, n_envs, additional_args)
 
 
 def sample_ppo_kl_params(trial: optuna.Trial, n_actions: int, n_envs: int, additional_args: dict) -> dict[str, Any]:
@@ -100,12 +138,13 @@ def sample_reinforce_params(trial: optuna.Trial, n_actions: int, n_envs: int, ad
     return convert_reinforce_params(sampled)
 
 
-# PPOClip and TRPOKL are SB3 PPO's and sb3-contrib TRPO's maths: rl-zoo3's search spaces and converter apply unchanged
+# zoo key -> sampler, converter; PPOClip and TRPOKL are SB3 PPO's and sb3-contrib TRPO's maths: rl-zoo3's search
+# spaces and converter apply unchanged
 SAMPLERS: dict[str, Callable[..., dict[str, Any]]] = {
     "reinforce": sample_reinforce_params,
     "ppo_kl": sample_ppo_kl_params,
-    "ppo_clip": sample_ppo_params,
-    "trpo_kl": sample_trpo_params,
+    "ppo_clip": sample_ppo_clip_params,
+    "trpo_kl": sample_trpo_kl_params,
 }
 CONVERTERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "reinforce": convert_reinforce_params,

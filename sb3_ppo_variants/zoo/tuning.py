@@ -32,6 +32,8 @@ import torch as th
 from optuna.trial import TrialState
 from stable_baselines3.common.callbacks import BaseCallback
 
+from sb3_ppo_variants.zoo.algos import ZOO_ALGOS
+
 _PATCHED = "_sb3_ppo_variants_tuning_patched"
 
 
@@ -45,7 +47,7 @@ class NonFiniteGuard(BaseCallback):
 
     Checks: every step, the rewards returned by the environment; before each rollout and at the end of
     training, the number of optimizer steps the algorithm skipped because the loss or gradient was not finite
-    (the ``_n_nonfinite_steps`` counter behind ``train/nonfinite_steps``; algorithms without it count as 0)
+    (``model.nonfinite_guard.n_skipped``, logged as ``train/nonfinite_steps``; models without it count as 0)
     and whether every policy parameter is finite.
 
     :param max_nonfinite_steps: how many skipped (non-finite) optimizer steps are tolerated
@@ -68,7 +70,8 @@ class NonFiniteGuard(BaseCallback):
         return True
 
     def _check_model(self) -> None:
-        skipped = int(getattr(self.model, "_n_nonfinite_steps", 0))
+        numerical_guard = getattr(self.model, "nonfinite_guard", None)  # sb3_ppo_variants.common.guards.NonFiniteGuard
+        skipped = 0 if numerical_guard is None else int(numerical_guard.n_skipped)
         if skipped > self.max_nonfinite_steps:
             self._fail(f"{skipped} optimizer step(s) skipped because the loss or gradient was not finite")
         bad = [name for name, param in self.model.policy.named_parameters() if not bool(th.isfinite(param).all())]
@@ -114,8 +117,6 @@ def patch_experiment_manager(exp_manager_module: ModuleType) -> None:
       PostgreSQL, ``OperationalError: table ... already exists`` on SQLite): before the first trial,
       ``hyperparameters_optimization`` is retried, and finds what the other worker created.
     """
-    from sb3_ppo_variants.zoo.registration import ZOO_ALGOS
-
     manager_class = exp_manager_module.ExperimentManager
     if getattr(manager_class, _PATCHED, False):
         return
