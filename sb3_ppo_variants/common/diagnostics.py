@@ -24,11 +24,13 @@ from typing import Literal
 
 import numpy as np
 import torch as th
+from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.distributions import Distribution
 from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.policies import BasePolicy
 
-from sb3_ppo_variants.common.distributions import DistributionSnapshot, k3, kl_per_state
+from sb3_ppo_variants.common.distributions import DistributionSnapshot, KLEstimator, k3, kl_per_state, resolve_kl_estimator
+from sb3_ppo_variants.common.guards import NonFiniteGuard
 
 DiagnosticsLevel = Literal["off", "basic", "full"]
 DIAGNOSTICS_LEVELS: tuple[DiagnosticsLevel, ...] = ("off", "basic", "full")
@@ -265,7 +267,10 @@ class Diagnostics:
 
 
 class BasicDiagnostics(Diagnostics):
-    """``diagnostics="basic"``: ``policy_kl``, ratio statistics, ESS, gradient norm and signal-to-noise (cheap)."""
+    """
+    ``diagnostics="basic"``: ``policy_kl``, ratio statistics, ESS, gradient norm and signal-to-noise (cheap); at
+    ``"full"`` (``FullDiagnostics``) also the maximum and a histogram of the per-state KL.
+    """
 
     level: DiagnosticsLevel = "basic"
 
@@ -309,24 +314,15 @@ class BasicDiagnostics(Diagnostics):
     ) -> None:
         for key, value in self._values(change, clip_range, approx_kl).items():
             logger.record(f"train/{key}", value)
+        if self.level == "full" and change is not None and change.kl.numel() > 0:
+            logger.record("train/policy_kl_max", change.kl.max().item())
+            logger.record("train/policy_kl_hist", change.kl.detach().cpu(), exclude=("stdout", "log", "json", "csv"))
 
 
 class FullDiagnostics(BasicDiagnostics):
     """``diagnostics="full"``: ``basic`` plus the maximum and a histogram (TensorBoard) of the per-state KL."""
 
     level: DiagnosticsLevel = "full"
-
-    def record(
-        self,
-        logger: Logger,
-        change: PolicyChange | None,
-        clip_range: float | None = None,
-        approx_kl: bool = False,
-    ) -> None:
-        super().record(logger, change, clip_range, approx_kl)
-        if change is not None and change.kl.numel() > 0:
-            logger.record("train/policy_kl_max", change.kl.max().item())
-            logger.record("train/policy_kl_hist", change.kl.detach().cpu(), exclude=("stdout", "log", "json", "csv"))
 
 
 def make_diagnostics(level: DiagnosticsLevel) -> Diagnostics:
@@ -350,3 +346,26 @@ def record_means(logger: Logger, rows: list[dict[str, th.Tensor]], prefix: str =
     """Record under ``prefix`` the mean of each key over a list of dicts of scalar tensors (one dict per minibatch)."""
     for key in rows[0] if rows else ():
         record_mean(logger, prefix + key, [row[key].item() for row in rows])
+
+
+class MeasuredAlgorithm(BaseAlgorithm):
+    """
+    Mixin of the four algorithms: the measurement object of their ``diagnostics`` level (rebuilt by ``_setup_model``,
+    not saved), the KL method of ``policy_kl`` and the numerical guard (saved with the model, so its count goes on).
+    """
+
+    diagnostics: DiagnosticsLevel
+    _measurement: Diagnostics
+    _kl_method: Literal["analytic", "sample"]
+    nonfinite_guard: NonFiniteGuard
+
+    def _setup_measurement(self, kl_estimator: KLEstimator = "auto") -> None:
+        """Call at the end of ``_setup_model``, once the policy exists."""
+        # "analytic" (exact KL of SB3's distribution, all of SB3's have one) or "sample" (k3 on the batch actions)
+        self._kl_method = resolve_kl_estimator(kl_estimator, self.policy.action_dist)  # type: ignore[arg-type]
+        self._measurement = make_diagnostics(self.diagnostics)
+        if not hasattr(self, "nonfinite_guard"):
+            self.nonfinite_guard = NonFiniteGuard(type(self).__name__)
+
+    def _excluded_save_params(self) -> list[str]:
+        return [*super()._excluded_save_params(), "_measurement"]

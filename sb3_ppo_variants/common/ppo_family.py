@@ -26,15 +26,14 @@ from torch.nn import functional as F
 
 from sb3_ppo_variants.common.buffers import flat_observations, iter_minibatches, policy_actions
 from sb3_ppo_variants.common.diagnostics import (
-    Diagnostics,
     DiagnosticsLevel,
+    MeasuredAlgorithm,
     OldPolicy,
     PolicyChange,
-    make_diagnostics,
     record_means,
 )
-from sb3_ppo_variants.common.distributions import KLEstimator, resolve_kl_estimator
-from sb3_ppo_variants.common.guards import GuardedRollouts, NonFiniteGuard
+from sb3_ppo_variants.common.distributions import KLEstimator
+from sb3_ppo_variants.common.guards import GuardedRollouts
 
 
 def clipped_surrogate(advantages: th.Tensor, ratio: th.Tensor, clip_range: float) -> tuple[th.Tensor, dict[str, th.Tensor]]:
@@ -52,7 +51,7 @@ def clipped_surrogate(advantages: th.Tensor, ratio: th.Tensor, clip_range: float
     return th.min(policy_loss_1, policy_loss_2).mean(), {"clip_fraction": clip_fraction}
 
 
-class InstrumentedPPO(GuardedRollouts, PPO):
+class InstrumentedPPO(GuardedRollouts, MeasuredAlgorithm, PPO):
     """
     SB3 PPO's update loop with the package's measurement layer and a pluggable policy-loss term.
     Not meant to be used directly: see ``PPOClip`` and ``PPOKL``, which call ``PPO.__init__`` with every
@@ -73,14 +72,8 @@ class InstrumentedPPO(GuardedRollouts, PPO):
             if isinstance(self.clip_range_vf, float | int):
                 assert self.clip_range_vf > 0, "`clip_range_vf` must be positive, pass `None` to deactivate vf clipping"
             self.clip_range_vf = FloatSchedule(self.clip_range_vf)
-        # "analytic" or "sample": how KL(pi_old || pi_new) is computed for the penalty and for policy_kl
-        self._kl_method = resolve_kl_estimator(self.kl_estimator, self.policy.action_dist)
-        self._measurement: Diagnostics = make_diagnostics(self.diagnostics)
-        if not hasattr(self, "nonfinite_guard"):
-            self.nonfinite_guard = NonFiniteGuard(type(self).__name__)
-
-    def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "_measurement"]
+        # the KL of the penalty and of policy_kl, the diagnostics object, the numerical guard
+        self._setup_measurement(self.kl_estimator)
 
     # ----- hooks for subclasses -------------------------------------------------------------------
 

@@ -15,14 +15,12 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from sb3_ppo_variants.common.diagnostics import (
     DIAGNOSTICS_LEVELS,
-    Diagnostics,
     DiagnosticsLevel,
+    MeasuredAlgorithm,
     OldPolicy,
-    make_diagnostics,
     measuring,
 )
-from sb3_ppo_variants.common.distributions import resolve_kl_estimator
-from sb3_ppo_variants.common.guards import NonFiniteGuard, nonfinite_observation_guard
+from sb3_ppo_variants.common.guards import nonfinite_observation_guard
 from sb3_ppo_variants.common.validation import check_bool, check_choice, check_float, check_int, check_schedule
 from sb3_ppo_variants.reinforce.baselines import (
     BASELINES,
@@ -76,7 +74,7 @@ def check_reinforce_arguments(kwargs: dict[str, Any]) -> None:
     check_choice("diagnostics", kwargs["diagnostics"], DIAGNOSTICS_LEVELS)
 
 
-class REINFORCE(OnPolicyAlgorithm):
+class REINFORCE(MeasuredAlgorithm, OnPolicyAlgorithm):
     """
     REINFORCE: Monte-Carlo policy gradient on complete episodes (Williams 1992), with the baselines of the
     variance-reduction literature: none, batch mean, learned state value, and the variance-optimal constant.
@@ -233,14 +231,7 @@ class REINFORCE(OnPolicyAlgorithm):
                 lr=self.value_lr_schedule(1.0),  # type: ignore[call-arg]
                 **self.policy.optimizer_kwargs,
             )
-        # exact KL where SB3's distribution has one (all of SB3's do), for train/policy_kl
-        self._kl_method = resolve_kl_estimator("auto", self.policy.action_dist)
-        self._measurement: Diagnostics = make_diagnostics(self.diagnostics)
-        if not hasattr(self, "nonfinite_guard"):
-            self.nonfinite_guard = NonFiniteGuard(type(self).__name__)
-
-    def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "_measurement"]
+        self._setup_measurement()
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         state_dicts = ["policy", "policy.optimizer"]

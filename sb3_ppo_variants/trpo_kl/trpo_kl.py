@@ -21,16 +21,14 @@ from torch.nn import functional as F
 from sb3_ppo_variants.common.buffers import Observations, Samples
 from sb3_ppo_variants.common.diagnostics import (
     DIAGNOSTICS_LEVELS,
-    Diagnostics,
     DiagnosticsLevel,
     GradientStatistics,
+    MeasuredAlgorithm,
     OldPolicy,
     PolicyChange,
-    make_diagnostics,
     measuring,
 )
-from sb3_ppo_variants.common.distributions import resolve_kl_estimator
-from sb3_ppo_variants.common.guards import GuardedRollouts, NonFiniteGuard, gradient_norm
+from sb3_ppo_variants.common.guards import GuardedRollouts, gradient_norm
 from sb3_ppo_variants.common.validation import check_choice, check_trpo_arguments
 from sb3_ppo_variants.trpo_kl.policies import CnnPolicy, MlpPolicy, MultiInputPolicy
 
@@ -118,7 +116,7 @@ class LineSearchResult:
         return self.coefficient if self.is_success else 0.0
 
 
-class TRPOKL(GuardedRollouts, TRPO):
+class TRPOKL(GuardedRollouts, MeasuredAlgorithm, TRPO):
     """
     Trust Region Policy Optimization (TRPO), KL trust region, instrumented.
 
@@ -262,14 +260,7 @@ class TRPOKL(GuardedRollouts, TRPO):
 
     def _setup_model(self) -> None:
         super()._setup_model()
-        # exact KL where SB3's distribution has one (all of SB3's do), for train/policy_kl
-        self._kl_method = resolve_kl_estimator("auto", self.policy.action_dist)
-        self._measurement: Diagnostics = make_diagnostics(self.diagnostics)
-        if not hasattr(self, "nonfinite_guard"):
-            self.nonfinite_guard = NonFiniteGuard(type(self).__name__)
-
-    def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "_measurement"]
+        self._setup_measurement()
 
     # ----- the policy step -----------------------------------------------------------------------
 
