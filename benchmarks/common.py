@@ -1,50 +1,125 @@
-"""Helpers shared by the benchmark scripts: zoo hyperparameters as keyword arguments, software versions."""
+"""What every benchmark script shares: the command line, zoo entries as constructor arguments, software versions.
+
+The command line of every experiment (``python -m benchmarks.<experiment> ...``), built by :func:`experiment_parser`:
+
+- ``--profile NAME``: the budget (each script lists its profiles; the default one produced the committed results);
+- ``--smoke``: the tiny CI budget (overrides ``--profile``); its results go to a new temporary folder unless ``--output``;
+- ``--report-only``: run nothing; regenerate the report from the stored results (see ``runner.report``);
+- ``--output DIR``: the folder of the results (default: ``benchmarks/results/<experiment>/<profile>``, or where the
+  experiment's committed results are).
+"""
 
 from __future__ import annotations
 
+import argparse
 import platform
+import shlex
+import tempfile
+from collections.abc import Iterable, Mapping
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 from typing import Any
 
 import yaml
-from stable_baselines3.common.env_util import make_vec_env
-from stable_baselines3.common.vec_env import VecEnv, VecNormalize
-from torch import nn
 
-from sb3_ppo_variants.zoo import hyperparams_file
+from sb3_ppo_variants.zoo import ZOO_ALGOS, hyperparams_file
 
-# entries of a zoo file that rl-zoo3 handles itself
+RESULTS = Path(__file__).parent / "results"
+SMOKE = "smoke"  # the profile of ``--smoke``
+# entries of a zoo file that rl-zoo3 handles itself instead of passing them to the algorithm's constructor
 ZOO_ONLY_KEYS = ("n_envs", "n_timesteps", "normalize", "policy")
 
 
-def zoo_entry(algo: str, env_id: str) -> dict[str, Any]:
-    """The shipped rl-zoo3 entry of ``algo`` for ``env_id`` (falls back to ``default``)."""
-    entries = yaml.safe_load(hyperparams_file(algo).read_text())
-    return dict(entries.get(env_id, entries["default"]))
+def experiment_parser(doc: str | None, profiles: Iterable[str], default: str) -> argparse.ArgumentParser:
+    """
+    The command line every experiment script shares (``--profile``, ``--smoke``, ``--report-only``, ``--output``);
+    a script adds its own options to it.
+
+    :param doc: the script's docstring (the ``--help`` text)
+    :param profiles: the script's profile names (``smoke`` is selected by ``--smoke``)
+    :param default: the profile without ``--profile``: the one of the committed results
+    """
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    choices = [name for name in profiles if name != SMOKE]
+    parser.add_argument("--profile", choices=choices, default=default, help="budget (default: %(default)s, the committed one)")
+    parser.add_argument(
+        "--smoke", action="store_true", help="tiny CI budget (overrides --profile), to a new temporary folder unless --output"
+    )
+    parser.add_argument("--report-only", action="store_true", help="run nothing: regenerate the report from stored results")
+    parser.add_argument("--output", type=Path, default=None, help="results folder (default: see the module docstring)")
+    return parser
 
 
-def zoo_kwargs(entry: dict[str, Any]) -> dict[str, Any]:
+def profile_and_output(
+    args: argparse.Namespace, experiment: str, folders: Mapping[str, Path] | None = None
+) -> tuple[str, Path]:
     """
-    Constructor keyword arguments from a zoo entry, as rl-zoo3 would build them: ``lin_x`` schedules
-    become their initial constant (timing is not affected), ``policy_kwargs`` strings are evaluated.
+    :param args: parsed by a parser of :func:`experiment_parser`
+    :param experiment: the experiment's name
+    :param folders: profile -> its folder, where it is not ``benchmarks/results/<experiment>/<profile>``
+    :return: the profile's name and the folder of its results
     """
+    profile = SMOKE if args.smoke else args.profile
+    if args.output is not None:
+        return profile, args.output
+    if args.smoke:
+        return profile, Path(tempfile.mkdtemp(prefix=f"{experiment}_{SMOKE}_"))
+    return profile, (folders or {}).get(profile, RESULTS / experiment / profile)
+
+
+def command_line(experiment: str, argv: list[str]) -> str:
+    """:return: the command that runs ``experiment`` with the arguments ``argv``, as the README writes it"""
+    return shlex.join(["python", "-m", f"benchmarks.{experiment}", *argv])
+
+
+def zoo_entry(algo: str, env_id: str, entry_id: str | None = None) -> dict[str, Any]:
+    """
+    The zoo entry that ``rl_zoo3.train`` would use.
+
+    :param algo: one of our zoo keys (the entry comes from this package's files, ``default`` when the environment has no
+        entry of its own) or an rl-zoo3 key such as ``ppo`` (from rl-zoo3's own files, which must have the entry)
+    :param env_id: the environment
+    :param entry_id: read this id's entry instead (e.g. a v4 entry for a v5 task)
+    :return: a copy of the entry
+    """
+    key = entry_id or env_id
+    if algo in ZOO_ALGOS:
+        entries = yaml.safe_load(hyperparams_file(algo).read_text())
+        return dict(entries.get(key, entries["default"]))
+    import rl_zoo3
+
+    entries = yaml.load((Path(rl_zoo3.__file__).parent / "hyperparams" / f"{algo}.yml").read_text(), Loader=yaml.UnsafeLoader)
+    if key not in entries:
+        raise KeyError(f"rl-zoo3's {algo}.yml has no entry {key}")
+    return dict(entries[key])
+
+
+def zoo_kwargs(entry: dict[str, Any], constant_schedules: bool = False) -> dict[str, Any]:
+    """
+    Constructor keyword arguments from a zoo entry, as ``rl_zoo3.train`` builds them: the keys rl-zoo3 handles itself
+    (``ZOO_ONLY_KEYS``) are left out, ``lin_<x>`` strings become rl-zoo3's linear schedule from x to 0, a
+    ``policy_kwargs`` string is evaluated (with ``nn`` in scope).
+
+    :param entry: a zoo entry, or keyword arguments written in its conventions
+    :param constant_schedules: ``lin_<x>`` becomes the constant x instead (for measurements that run single updates
+        outside a training's progress, where a schedule would be near its end)
+    :return: the keyword arguments
+    """
+    from rl_zoo3.utils import SimpleLinearSchedule
+    from torch import nn
+
     kwargs = {key: value for key, value in entry.items() if key not in ZOO_ONLY_KEYS}
-    for key, value in list(kwargs.items()):
+    for key, value in kwargs.items():
         if isinstance(value, str) and value.startswith("lin_"):
-            kwargs[key] = float(value.split("_", 1)[1])
+            start = float(value.split("_", 1)[1])
+            kwargs[key] = start if constant_schedules else SimpleLinearSchedule(start)
     if isinstance(kwargs.get("policy_kwargs"), str):
         kwargs["policy_kwargs"] = eval(kwargs["policy_kwargs"], {"nn": nn, "dict": dict})
     return kwargs
 
 
-def zoo_env(entry: dict[str, Any], env_id: str, seed: int) -> VecEnv:
-    """The vectorised env of a zoo entry (``n_envs`` copies, ``VecNormalize`` if ``normalize``)."""
-    env = make_vec_env(env_id, n_envs=int(entry.get("n_envs", 1)), seed=seed)
-    return VecNormalize(env) if entry.get("normalize") else env
-
-
 def software_versions() -> dict[str, str]:
-    """Versions of the packages that determine the results."""
+    """:return: the versions of the packages that determine the results"""
     versions = {"python": platform.python_version(), "machine": platform.machine(), "processor": platform.processor()}
     packages = ("sb3-ppo-variants", "stable-baselines3", "sb3-contrib", "rl-zoo3", "torch", "gymnasium", "mujoco", "numpy")
     for package in packages:

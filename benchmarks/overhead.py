@@ -19,42 +19,59 @@ resolution of the measurement on this machine: a ratio of ours within the contro
 overhead. The construction order of the five models rotates with the repetitions as well (where a model's
 objects lie in memory changes its speed by a few percent).
 
-    python -m benchmarks.overhead            # the full run (10 repetitions, about 35 minutes on a quiet 2-core machine)
+Not through the runner's ``run_all``: the runner trains each run whole, in a worker process of its own, while this
+measurement needs the five models of a pair in one process, advanced update by update in rotation. It shares the rest:
+the command line of every experiment, the runs built from the zoo entries as ``rl_zoo3.train`` builds them
+(``runner.spec_from_zoo``, ``runner.make_env``) and the converter of zoo entries (with the ``lin_`` schedules held at
+their initial value: a schedule's progress means nothing for single updates out of a training's context).
+
+    python -m benchmarks.overhead                 # the committed results (profile full: 10 repetitions, ~35 min on 2 cores)
     python -m benchmarks.overhead --env HalfCheetah-v5 --pair ppo_kl   # one environment and pair
-    python -m benchmarks.overhead --quick    # smoke test (seconds)
+    python -m benchmarks.overhead --smoke         # CI smoke test (seconds)
+    python -m benchmarks.overhead --report-only   # results.md from results.json
+
+Results go to ``benchmarks/results/overhead/`` (profile full) or a new temporary folder (``--smoke``); ``--output``
+elsewhere.
 """
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import gc
 import inspect
 import json
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch as th
-from sb3_contrib import TRPO
-from stable_baselines3 import PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 from tqdm import tqdm
 
-from benchmarks.common import software_versions, zoo_entry, zoo_env, zoo_kwargs
-from sb3_ppo_variants import PPOKL, TRPOKL, PPOClip
+from benchmarks.common import (
+    RESULTS,
+    command_line,
+    experiment_parser,
+    profile_and_output,
+    software_versions,
+    zoo_entry,
+    zoo_kwargs,
+)
+from benchmarks.runner import RunSpec, algorithm_class, algorithm_name, make_env, spec_from_zoo
 
 LEVELS = ("off", "basic", "full")
 CONTROL = "control"  # the reference's second copy
 ROWS = (CONTROL, *LEVELS)
 CLOCKS = ("wall", "cpu")
-RESULTS = Path(__file__).parent / "results" / "overhead"
 
-# (name, our class, our zoo key, reference class) ; the reference gets our entry minus our own arguments
+# our zoo key -> the key of the peer it reproduces; the peer gets our entry minus our own arguments
+REFERENCES = {"ppo_clip": "ppo", "ppo_kl": "ppo", "trpo_kl": "trpo"}
+# (name, our class, our zoo key, reference class)
 PAIRS = [
-    ("PPOClip / PPO", PPOClip, "ppo_clip", PPO),
-    ("PPOKL / PPO", PPOKL, "ppo_kl", PPO),
-    ("TRPOKL / TRPO", TRPOKL, "trpo_kl", TRPO),
+    (f"{algorithm_name(key)} / {algorithm_class(peer).__name__}", algorithm_class(key), key, algorithm_class(peer))
+    for key, peer in REFERENCES.items()
 ]
 # CartPole-v1: each algorithm's own zoo entry; HalfCheetah-v5: ppo_kl.yml's entry is the PPO paper's settings
 ENVIRONMENTS = {"CartPole-v1": None, "HalfCheetah-v5": {"ppo_clip": "ppo_kl"}}
@@ -65,13 +82,16 @@ UPDATES = {
     "CartPole-v1": {"PPOClip / PPO": 30, "PPOKL / PPO": 30, "TRPOKL / TRPO": 10},
     "HalfCheetah-v5": {name: 5 for name, *_ in PAIRS},
 }
+PROFILES = {
+    "full": {"repetitions": 10, "updates": UPDATES, "envs": list(ENVIRONMENTS)},
+    "smoke": {"repetitions": 1, "updates": {"CartPole-v1": {name: 1 for name, *_ in PAIRS}}, "envs": ["CartPole-v1"]},
+}
 
 
-def settings(key: str, env_id: str) -> tuple[dict, dict]:
-    """:return: (zoo entry, constructor kwargs) used for both our algorithm and the reference"""
+def zoo_spec(key: str, env_id: str) -> RunSpec:
+    """:return: the run of our zoo key ``key`` on ``env_id`` as ``rl_zoo3.train`` builds it (seed 0)"""
     source = (ENVIRONMENTS[env_id] or {}).get(key, key)
-    entry = zoo_entry(source, env_id)
-    return entry, zoo_kwargs(entry)
+    return spec_from_zoo(f"{key}-{env_id}", key, env_id, 0, zoo_entry(source, env_id))
 
 
 class TrainingClock(BaseCallback):
@@ -135,10 +155,10 @@ def run(repetitions: int, updates: dict[str, dict[str, int]], envs: list[str], k
     jobs = [(env_id, pair) for env_id in envs for pair in PAIRS if pair[2] in keys]
     with tqdm(total=len(jobs) * repetitions, desc="overhead") as progress:
         for env_id, (name, ours, key, reference) in jobs:
-            entry, kwargs = settings(key, env_id)
+            spec = zoo_spec(key, env_id)
             # an entry borrowed from another key (the paper's settings in ppo_kl.yml) may carry its own arguments
             accepted = inspect.signature(ours).parameters
-            kwargs = {k: v for k, v in kwargs.items() if k in accepted}
+            kwargs = {k: v for k, v in zoo_kwargs(spec.kwargs, constant_schedules=True).items() if k in accepted}
             reference_kwargs = {k: v for k, v in kwargs.items() if not k.startswith(OUR_ONLY)}
             n_updates = updates[env_id][name]
             ratios: dict[str, dict[str, list[float]]] = {clock: {label: [] for label in ROWS} for clock in CLOCKS}
@@ -150,7 +170,7 @@ def run(repetitions: int, updates: dict[str, dict[str, int]], envs: list[str], k
                 shift = rep % len(configurations)
                 configurations = configurations[shift:] + configurations[:shift]
                 models = {
-                    label: cls(entry.get("policy", "MlpPolicy"), zoo_env(entry, env_id, rep), seed=rep, **kw)
+                    label: cls(spec.policy, make_env(dataclasses.replace(spec, seed=rep)), seed=rep, **kw)
                     for label, cls, kw in configurations
                 }
                 # the models' own objects are never garbage: keep them out of the collector's scans
@@ -201,30 +221,36 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repetitions", type=int, default=10)
-    parser.add_argument("--quick", action="store_true", help="smoke test: 1 repetition, 1 update, CartPole only")
+def write_report(result: dict, out_dir: Path) -> str:
+    """Write ``results.md`` from the content of ``results.json``; :return: its table"""
+    table = markdown(result["rows"])
+    (out_dir / "results.md").write_text(f"Command: `{result['command']}`\n\n{table}\n")
+    return table
+
+
+def main(argv: list[str] | None = None) -> Path:
+    """:return: the results folder"""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = experiment_parser(__doc__, PROFILES, "full")
+    parser.add_argument("--repetitions", type=int, default=None, help="repetitions (default: the profile's)")
     parser.add_argument("--env", choices=list(ENVIRONMENTS), action="append", help="only these environments (repeatable)")
     keys = [key for *_, key, _ in PAIRS]
     parser.add_argument("--pair", choices=keys, action="append", help="only these pairs, by our zoo key (repeatable)")
-    parser.add_argument("--output", type=Path, default=RESULTS)
-    args = parser.parse_args()
-    th.set_num_threads(1)
-    keys = args.pair or keys
-    if args.quick:
-        rows = run(1, {"CartPole-v1": {name: 1 for name, *_ in PAIRS}}, ["CartPole-v1"], keys)
-    else:
-        rows = run(args.repetitions, UPDATES, args.env or list(ENVIRONMENTS), keys)
-    table = markdown(rows)
-    print(table)
-    args.output.mkdir(parents=True, exist_ok=True)
-    command = "python -m benchmarks.overhead" + (" --quick" if args.quick else f" --repetitions {args.repetitions}")
-    command += "".join(f" --env {env_id}" for env_id in args.env or []) + "".join(f" --pair {key}" for key in args.pair or [])
-    (args.output / "results.json").write_text(
-        json.dumps({"command": command, "versions": software_versions(), "rows": rows}, indent=2) + "\n"
-    )
-    (args.output / "results.md").write_text(f"Command: `{command}`\n\n{table}\n")
+    args = parser.parse_args(argv)
+    name, out_dir = profile_and_output(args, "overhead", {"full": RESULTS / "overhead"})
+    if not args.report_only:
+        profile = PROFILES[name]
+        th.set_num_threads(1)
+        envs = [env_id for env_id in profile["envs"] if not args.env or env_id in args.env]
+        rows = run(args.repetitions or profile["repetitions"], profile["updates"], envs, args.pair or keys)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        result = {"command": command_line("overhead", argv), "versions": software_versions(), "rows": rows}
+        (out_dir / "results.json").write_text(json.dumps(result, indent=2) + "\n")
+    if not (out_dir / "results.json").exists():
+        raise SystemExit(f"nothing to report: no results.json in {out_dir}")
+    print(write_report(json.loads((out_dir / "results.json").read_text()), out_dir))
+    print(f"results: {out_dir}", file=sys.stderr)
+    return out_dir
 
 
 if __name__ == "__main__":

@@ -22,24 +22,25 @@ Choices (documented in the JSON output too):
   episodes before the experiment, so V never sees the batch it is evaluated on.
 - "mean" and "optimal" are the algorithm's leave-one-episode-out batch estimates.
 
-Usage::
+Each environment is one run of the benchmark runner (``analyse_snapshots``: train the snapshot, then both snapshots'
+statistics), so the two environments run in parallel.
 
-    python benchmarks/reinforce_variance.py            # the committed results (<= 15 min on 2 cores)
-    python benchmarks/reinforce_variance.py --quick    # smoke test, well under a minute (results to a temp dir)
+    python -m benchmarks.reinforce_variance                  # the committed results (profile full, <= 15 min on 2 cores)
+    python -m benchmarks.reinforce_variance --smoke          # CI smoke test, well under a minute
+    python -m benchmarks.reinforce_variance --report-only    # the CSV, figure and table from the stored results
+
+Results go to ``benchmarks/results/reinforce_variance/`` (profile full) or a new temporary folder (``--smoke``);
+``--output`` elsewhere.
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
 import csv
-import json
+import io
 import math
-import platform
-import sys
-import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,9 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.utils import obs_as_tensor
 from tqdm import tqdm
 
+from benchmarks import runner
+from benchmarks.common import RESULTS
+from benchmarks.runner import RunSpec, make_env, make_model
 from sb3_ppo_variants.reinforce.baselines import (
     OptimalBaseline,
     actor_parameters,
@@ -59,7 +63,6 @@ from sb3_ppo_variants.reinforce.baselines import (
     per_episode_gradients,
 )
 from sb3_ppo_variants.reinforce.episodes import Episode, EpisodeBatch
-from sb3_ppo_variants.reinforce import REINFORCE
 
 RETURNS = ("full", "rtg")  # whole-episode return R(tau), reward-to-go G_t
 BASELINE_NAMES = ("none", "mean", "value", "optimal")
@@ -68,19 +71,14 @@ ESTIMATORS = [(r, b) for r in RETURNS for b in BASELINE_NAMES]
 # value-fit episodes instead of leave-one-out inside each batch, to separate the theory from estimation noise
 EXTRA_BASELINES = ("optimal*",)
 ALL_ESTIMATORS = ESTIMATORS + [(r, b) for r in RETURNS for b in EXTRA_BASELINES]
-DEFAULT_OUT = Path(__file__).parent / "results" / "reinforce_variance"
 
-# How the part-trained snapshots are made: REINFORCE with the value baseline, close to hyperparams/reinforce.yml
+# How the part-trained snapshots are made: REINFORCE with the value baseline, close to its zoo file (reinforce.yml)
 ENVIRONMENTS: dict[str, dict[str, Any]] = {
     "CartPole-v1": dict(
-        train_steps=40_000,
-        quick_train_steps=8_000,
         n_envs=8,
         kwargs=dict(n_steps=4000, learning_rate=3e-3, baseline="value", normalize_advantage=True),
     ),
     "Pendulum-v1": dict(
-        train_steps=100_000,
-        quick_train_steps=8_000,
         n_envs=8,
         kwargs=dict(
             n_steps=2000, learning_rate=3e-3, gamma=0.95, baseline="value", normalize_advantage=True, value_batch_size=256
@@ -99,6 +97,16 @@ class Settings:
     bootstrap: int = 2000
     seed: int = 0
     quick: bool = False
+
+
+# profile -> the Settings and the training steps of the part-trained snapshot of each environment
+PROFILES: dict[str, dict[str, Any]] = {
+    "full": {**asdict(Settings()), "train_steps": {"CartPole-v1": 40_000, "Pendulum-v1": 100_000}},
+    "smoke": {
+        **asdict(Settings(batches=20, reference_batches=10, value_batches=3, episodes_per_batch=4, bootstrap=200, quick=True)),
+        "train_steps": {"CartPole-v1": 8_000, "Pendulum-v1": 8_000},
+    },
+}
 
 
 # ----- sampling ------------------------------------------------------------------------------------------
@@ -451,12 +459,65 @@ def run_snapshot(policy, env_id: str, settings: Settings, seed: int, progress: t
     return stats
 
 
+# ----- the runs ----------------------------------------------------------------------------------------------------
+
+
+def make_specs(profile: dict[str, Any]) -> list[RunSpec]:
+    """:return: one run per environment (``analyse_snapshots``)"""
+    settings = {field.name: profile[field.name] for field in fields(Settings)}
+    return [
+        RunSpec(
+            run_id=f"{env_id}-s{settings['seed']}",
+            algo="reinforce",
+            env_id=env_id,
+            seed=settings["seed"],
+            steps=profile["train_steps"][env_id],
+            kwargs=spec["kwargs"],
+            n_envs=spec["n_envs"],
+            task="benchmarks.reinforce_variance:analyse_snapshots",
+            options=settings,
+        )
+        for env_id, spec in ENVIRONMENTS.items()
+    ]
+
+
+def analyse_snapshots(spec: RunSpec) -> dict[str, Any]:
+    """
+    The runner's task: the statistics of the initial policy and of the one REINFORCE reaches after ``spec.steps``.
+
+    :return: ``{"snapshots": {"<env>/<snapshot>": statistics}}``
+    """
+    settings = Settings(**spec.options)
+    model = make_model(spec, make_env(spec))
+    initial = copy.deepcopy(model.policy)
+    model.learn(spec.steps)
+    snapshots = {"initial": initial, f"trained_{spec.steps // 1000}k": model.policy}
+    results = {}
+    with tqdm(disable=True) as progress:  # the runner shows the runs' progress
+        for k, (name, policy) in enumerate(snapshots.items()):
+            snapshot_seed = 100_000 * (settings.seed + 1) + 10_000 * (2 * list(ENVIRONMENTS).index(spec.env_id) + k)
+            results[f"{spec.env_id}/{name}"] = run_snapshot(policy, spec.env_id, settings, snapshot_seed, progress)
+    return {"snapshots": results}
+
+
+def summarise(runs: dict[str, dict], profile: dict[str, Any]) -> dict[str, Any]:
+    """:return: the content of ``results.json``: the settings and the statistics of every snapshot"""
+    ordered = sorted(runs.values(), key=lambda run: list(ENVIRONMENTS).index(run["spec"]["env_id"]))
+    return {
+        "settings": {field.name: profile[field.name] for field in fields(Settings)},
+        "environments": {
+            env_id: {"train_steps": profile["train_steps"][env_id], **spec} for env_id, spec in ENVIRONMENTS.items()
+        },
+        "snapshots": {key: stats for run in ordered for key, stats in run["snapshots"].items()},
+        "seconds": sum(run["wall_time_s"] for run in ordered),
+    }
+
+
 # ----- output ---------------------------------------------------------------------------------------------------
 
 
-def write_outputs(results: dict[str, Any], out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(results, indent=2))
+def write_report(results: dict[str, Any], out: Path) -> str:
+    """Write ``results.csv`` and the figure; :return: the table of the estimators and the checks"""
     fields = [
         "env",
         "snapshot",
@@ -481,6 +542,7 @@ def write_outputs(results: dict[str, Any], out: Path) -> None:
             for row in snap["rows"]:
                 writer.writerow({"env": env_id, "snapshot": snapshot, **row})
     plot(results, out / "reinforce_variance.png")
+    return table(results)
 
 
 def plot(results: dict[str, Any], path: Path) -> None:
@@ -526,90 +588,30 @@ def plot(results: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def print_table(results: dict[str, Any]) -> None:
-    print(f"{'snapshot':32s} {'returns':7s} {'baseline':8s} {'variance [95% CI]':>34s} {'bias z':>7s} {'|d|/|ref|':>9s}")
+def table(results: dict[str, Any]) -> str:
+    """:return: per snapshot, each estimator's variance and bias, then the checks"""
+    text = io.StringIO()
+    print(
+        f"{'snapshot':32s} {'returns':7s} {'baseline':8s} {'variance [95% CI]':>34s} {'bias z':>7s} {'|d|/|ref|':>9s}",
+        file=text,
+    )
     for key, snap in results["snapshots"].items():
         for r in snap["rows"]:
             ci = f"{r['variance']:.3g} [{r['variance_ci_low']:.3g}, {r['variance_ci_high']:.3g}]"
-            print(f"{key:32s} {r['returns']:7s} {r['baseline']:8s} {ci:>34s} {r['bias_z']:7.2f} {r['bias_relative']:9.3f}")
+            print(
+                f"{key:32s} {r['returns']:7s} {r['baseline']:8s} {ci:>34s} {r['bias_z']:7.2f} {r['bias_relative']:9.3f}",
+                file=text,
+            )
         for name, c in snap["checks"].items():
             ratio = f"ratio {c['ratio']:.3f} [{c['ci_low']:.3f}, {c['ci_high']:.3f}]"
-            print(f"    {name:26s} {ratio} holds={c['holds']} disjoint CIs={c['cis_disjoint']}")
+            print(f"    {name:26s} {ratio} holds={c['holds']} disjoint CIs={c['cis_disjoint']}", file=text)
+    return text.getvalue().rstrip("\n")
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument(
-        "--quick", action="store_true", help="tiny smoke-test run (well under a minute), written to a temp dir"
-    )
-    parser.add_argument("--out", type=Path, default=None, help=f"output directory (default {DEFAULT_OUT})")
-    parser.add_argument("--batches", type=int, default=None, help="independent batches per estimator (default 200)")
-    parser.add_argument("--episodes-per-batch", type=int, default=None, help="episodes per batch (default 10)")
-    parser.add_argument(
-        "--gamma", type=float, default=1.0, help="discount (default 1: full return and reward-to-go share one estimand)"
-    )
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--plot-only", action="store_true", help="redraw the PNG and the table from <out>/results.json")
-    args = parser.parse_args(argv)
-    if args.plot_only:
-        out = args.out or DEFAULT_OUT
-        saved = json.loads((out / "results.json").read_text())
-        plot(saved, out / "reinforce_variance.png")
-        print_table(saved)
-        return saved
-
-    settings = Settings(gamma=args.gamma, seed=args.seed, quick=args.quick)
-    if args.quick:
-        settings = Settings(
-            batches=20,
-            reference_batches=10,
-            value_batches=3,
-            episodes_per_batch=4,
-            bootstrap=200,
-            gamma=args.gamma,
-            seed=args.seed,
-            quick=True,
-        )
-    if args.batches is not None:
-        settings.batches = settings.reference_batches = args.batches
-    if args.episodes_per_batch is not None:
-        settings.episodes_per_batch = args.episodes_per_batch
-    out = args.out or (Path(tempfile.mkdtemp(prefix="reinforce_variance_")) if args.quick else DEFAULT_OUT)
-
-    th.set_num_threads(1)
-    start = time.time()
-    n = settings.episodes_per_batch
-    per_snapshot = (settings.value_batches + 2 * (settings.batches + settings.reference_batches)) * n
-    results: dict[str, Any] = {
-        "command": "python benchmarks/reinforce_variance.py"
-        + (" " + " ".join(sys.argv[1:]) if argv is None and len(sys.argv) > 1 else ""),
-        "settings": vars(settings),
-        "environments": {k: {kk: vv for kk, vv in v.items() if kk != "quick_train_steps"} for k, v in ENVIRONMENTS.items()},
-        "versions": {"python": platform.python_version(), "torch": th.__version__, "numpy": np.__version__},
-        "snapshots": {},
-    }
-    with tqdm(total=len(ENVIRONMENTS) * 2 * per_snapshot, desc="episodes", unit="ep") as progress:
-        for env_id, spec in ENVIRONMENTS.items():
-            model = REINFORCE(
-                "MlpPolicy",
-                make_vec_env(env_id, n_envs=spec["n_envs"], seed=settings.seed),
-                seed=settings.seed,
-                **spec["kwargs"],
-            )
-            initial = copy.deepcopy(model.policy)
-            progress.set_postfix_str(f"{env_id}: training the snapshot")
-            train_steps = spec["quick_train_steps"] if settings.quick else spec["train_steps"]
-            model.learn(train_steps)
-            snapshots = {"initial": initial, f"trained_{train_steps // 1000}k": model.policy}
-            for k, (name, policy) in enumerate(snapshots.items()):
-                snapshot_seed = 100_000 * (settings.seed + 1) + 10_000 * (2 * list(ENVIRONMENTS).index(env_id) + k)
-                results["snapshots"][f"{env_id}/{name}"] = run_snapshot(policy, env_id, settings, snapshot_seed, progress)
-    results["seconds"] = time.time() - start
-    write_outputs(results, out)
-    print_table(results)
-    print(f"results: {out} ({results['seconds']:.0f} s)")
-    return results
-
+FOLDERS = {"full": RESULTS / "reinforce_variance"}
+EXPERIMENT = runner.Experiment(
+    "reinforce_variance", __doc__, PROFILES, "full", make_specs, summarise, write_report, folders=FOLDERS
+)
 
 if __name__ == "__main__":
-    main()
+    runner.main(EXPERIMENT)

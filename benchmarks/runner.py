@@ -1,16 +1,19 @@
-"""The runner shared by the benchmark experiments (surrogates, zoo_table, step_size).
+"""The runner every benchmark experiment goes through (surrogates, zoo_table, step_size, reinforce_variance).
 
 An experiment is a list of :class:`RunSpec` (algorithm, environment, seed, keyword arguments, steps). :func:`run_all`
 trains them in parallel worker processes (up to the core count, one torch thread each), shows a progress bar and
-writes each run's result to ``<out>/<experiment>/<profile>/runs/<run_id>.json`` as soon as that run ends. A run
-whose file exists is skipped, so an interrupted suite resumes where it stopped. Seeds are fixed by the specs;
-``manifest.json`` records the command, the software versions and every spec.
+writes each run's result to ``<output>/runs/<run_id>.json`` as soon as that run ends. A run whose file exists is
+skipped, so an interrupted suite resumes where it stopped. Seeds are fixed by the specs; ``manifest.json`` records the
+command, the software versions and every spec.
 
 A run's JSON holds its spec, the wall time, every finished training episode as ``[timestep, return, length]``
 (the Monitor wrapper's undiscounted return, before any normalisation), optionally logger values recorded once per
 update (``record_keys``, e.g. ``train/policy_kl``) as ``[timestep, value]``, and optionally a final deterministic
-evaluation. Statistics use rliable (interquartile mean, stratified bootstrap confidence intervals, performance
-profiles).
+evaluation; or, for a spec with a ``task``, whatever that function returns. Statistics use rliable (interquartile
+mean, stratified bootstrap confidence intervals, performance profiles).
+
+An experiment script describes itself as an :class:`Experiment` and hands it to :func:`main`, which implements the
+command line shared by all of them (``benchmarks.common.experiment_parser``) plus ``--workers``.
 """
 
 from __future__ import annotations
@@ -22,7 +25,6 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # inherited by the worker process
 import importlib
 import json
 import multiprocessing
-import shlex
 import sys
 import time
 import traceback
@@ -35,19 +37,21 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.common import ZOO_ONLY_KEYS, software_versions
+from benchmarks.common import (
+    ZOO_ONLY_KEYS,
+    command_line,
+    experiment_parser,
+    profile_and_output,
+    software_versions,
+    zoo_kwargs,
+)
+from sb3_ppo_variants.zoo import ZOO_ALGOS
 
-RESULTS = Path(__file__).parent / "results"
-
-# algorithm key -> "module:Class" (ours by their zoo keys, the peers by rl-zoo3's keys)
-ALGORITHMS = {
-    "reinforce": "sb3_ppo_variants:REINFORCE",
-    "ppo_kl": "sb3_ppo_variants:PPOKL",
-    "ppo_clip": "sb3_ppo_variants:PPOClip",
-    "trpo_kl": "sb3_ppo_variants:TRPOKL",
-    "ppo": "stable_baselines3:PPO",
-    "a2c": "stable_baselines3:A2C",
-    "trpo": "sb3_contrib:TRPO",
+# the peers, by their rl-zoo3 keys: key -> (module, class, library); ours are the keys of ZOO_ALGOS
+PEERS = {
+    "ppo": ("stable_baselines3", "PPO", "SB3"),
+    "a2c": ("stable_baselines3", "A2C", "SB3"),
+    "trpo": ("sb3_contrib", "TRPO", "sb3-contrib"),
 }
 RANDOM = "random"  # a uniform-random policy: ``steps`` is then the number of episodes
 
@@ -58,13 +62,16 @@ class RunSpec:
     One training run.
 
     :param run_id: unique file name of the run inside the experiment (no extension)
-    :param algo: a key of ``ALGORITHMS``, ``"module:Class"``, or ``"random"`` (uniform-random policy, ``steps`` episodes)
-    :param kwargs: constructor keyword arguments; rl-zoo3 conventions are accepted: ``"lin_<x>"`` strings become
-        linear schedules, a ``policy_kwargs`` string is evaluated (with ``nn`` in scope)
+    :param algo: one of our zoo keys, a key of ``PEERS``, ``"module:Class"``, or ``"random"`` (uniform-random policy,
+        ``steps`` episodes)
+    :param kwargs: constructor keyword arguments in rl-zoo3's conventions (``benchmarks.common.zoo_kwargs``)
     :param normalize: ``VecNormalize`` keyword arguments (``True``: its defaults, ``False``: none)
     :param eval_episodes: deterministic evaluation episodes after training (0: none)
     :param record_keys: logger keys recorded once per update, e.g. ``("train/policy_kl",)``
     :param labels: free-form labels used by the reports (row name, profile, ...)
+    :param task: ``"module:function"`` run instead of the training: ``function(spec) -> dict``, the run's result (e.g.
+        an analysis of a model it trains with :func:`make_model`)
+    :param options: parameters of ``task``
     """
 
     run_id: str
@@ -79,6 +86,8 @@ class RunSpec:
     eval_episodes: int = 0
     record_keys: tuple[str, ...] = ()
     labels: dict[str, Any] = field(default_factory=dict)
+    task: str = ""
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 def _jsonable(value: Any) -> Any:
@@ -87,32 +96,22 @@ def _jsonable(value: Any) -> Any:
 
 
 def algorithm_class(algo: str) -> type:
-    module, _, name = ALGORITHMS.get(algo, algo).partition(":")
+    """:return: the class of ``RunSpec.algo``"""
+    if algo in ZOO_ALGOS:
+        module, name = ZOO_ALGOS[algo]
+    elif algo in PEERS:
+        module, name, _ = PEERS[algo]
+    else:
+        module, _, name = algo.partition(":")
     return getattr(importlib.import_module(module), name)
 
 
-def constructor_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
-    """rl-zoo3's conventions: ``lin_<x>`` -> linear schedule from x to 0, ``policy_kwargs`` strings evaluated."""
-    from torch import nn
-
-    out = dict(kwargs)
-    for key, value in out.items():
-        if isinstance(value, str) and value.startswith("lin_"):
-            start = float(value.split("_", 1)[1])
-            out[key] = _LinearSchedule(start)
-    if isinstance(out.get("policy_kwargs"), str):
-        out["policy_kwargs"] = eval(out["policy_kwargs"], {"nn": nn, "dict": dict})
-    return out
-
-
-class _LinearSchedule:
-    """rl-zoo3's ``linear_schedule``: ``start * progress_remaining`` (a picklable class, not a closure)."""
-
-    def __init__(self, start: float) -> None:
-        self.start = start
-
-    def __call__(self, progress_remaining: float) -> float:
-        return progress_remaining * self.start
+def algorithm_name(algo: str) -> str:
+    """:return: the name of one of our zoo keys or of a peer's key in a report, e.g. ``PPOKL``, ``PPO (SB3)``"""
+    if algo in PEERS:
+        _, name, library = PEERS[algo]
+        return f"{name} ({library})"
+    return ZOO_ALGOS[algo][1]
 
 
 def _make_recorder(record_keys: tuple[str, ...]):
@@ -171,15 +170,29 @@ def _random_episodes(spec: RunSpec) -> list[list[float]]:
     return episodes
 
 
-def _train(spec: RunSpec) -> dict[str, Any]:
+def make_env(spec: RunSpec) -> Any:
+    """:return: the vectorised training environment of ``spec`` (``n_envs`` copies, ``VecNormalize`` if ``normalize``)"""
     from stable_baselines3.common.env_util import make_vec_env
-    from stable_baselines3.common.evaluation import evaluate_policy
     from stable_baselines3.common.vec_env import VecNormalize
 
     env = make_vec_env(spec.env_id, n_envs=spec.n_envs, seed=spec.seed)
     if spec.normalize:
         env = VecNormalize(env, **(spec.normalize if isinstance(spec.normalize, dict) else {}))
-    model = algorithm_class(spec.algo)(spec.policy, env, seed=spec.seed, verbose=0, **constructor_kwargs(spec.kwargs))
+    return env
+
+
+def make_model(spec: RunSpec, env: Any) -> Any:
+    """:return: the model of ``spec`` on ``env``, its keyword arguments converted by ``benchmarks.common.zoo_kwargs``"""
+    return algorithm_class(spec.algo)(spec.policy, env, seed=spec.seed, verbose=0, **zoo_kwargs(spec.kwargs))
+
+
+def _train(spec: RunSpec) -> dict[str, Any]:
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.evaluation import evaluate_policy
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    env = make_env(spec)
+    model = make_model(spec, env)
     recorder = _make_recorder(tuple(spec.record_keys))
     model.learn(spec.steps, callback=recorder)
     result: dict[str, Any] = {"episodes": recorder.episodes, "records": recorder.records}
@@ -197,6 +210,11 @@ def _train(spec: RunSpec) -> dict[str, Any]:
     return result
 
 
+def _run_task(spec: RunSpec) -> dict[str, Any]:
+    module, _, name = spec.task.partition(":")
+    return getattr(importlib.import_module(module), name)(spec)
+
+
 def _obs_kwargs(normalize: bool | dict[str, Any]) -> dict[str, Any]:
     keys = ("norm_obs", "clip_obs", "epsilon", "norm_obs_keys")
     return {k: v for k, v in normalize.items() if k in keys} if isinstance(normalize, dict) else {}
@@ -208,7 +226,12 @@ def run_one(spec: RunSpec, run_dir: str) -> str:
 
     th.set_num_threads(1)
     start = time.perf_counter()
-    result = {"episodes": _random_episodes(spec)} if spec.algo == RANDOM else _train(spec)
+    if spec.task:
+        result = _run_task(spec)
+    elif spec.algo == RANDOM:
+        result = {"episodes": _random_episodes(spec)}
+    else:
+        result = _train(spec)
     record = {
         "spec": json.loads(json.dumps(asdict(spec), default=_jsonable)),
         "wall_time_s": round(time.perf_counter() - start, 3),
@@ -264,21 +287,21 @@ def run_all(specs: list[RunSpec], run_dir: Path, workers: int | None = None, des
     return [spec.run_id for spec in todo]
 
 
-def write_manifest(out_dir: Path, experiment: str, profile: str, specs: list[RunSpec], extra: dict | None = None) -> None:
+def write_manifest(
+    out_dir: Path, experiment: str, command: str, profile: str, specs: list[RunSpec], extra: dict | None = None
+) -> None:
     """``manifest.json``: the exact command of every invocation, the software versions, every spec."""
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "manifest.json"
     previous = json.loads(path.read_text()) if path.exists() else {}
-    argv = [Path(sys.argv[0]).stem if sys.argv[0].endswith(".py") else sys.argv[0], *sys.argv[1:]]
-    command = f"python -m benchmarks.{experiment} " + shlex.join(argv[1:])
     invocations = [
         *previous.get("invocations", []),
-        {"command": command.strip(), "utc": datetime.now(timezone.utc).isoformat(timespec="seconds")},
+        {"command": command, "utc": datetime.now(timezone.utc).isoformat(timespec="seconds")},
     ]
     manifest = {
         "experiment": experiment,
         "profile": profile,
-        "command": command.strip(),
+        "command": command,
         "invocations": invocations,
         "versions": software_versions(),
         "cpu_count": os.cpu_count(),
@@ -352,35 +375,8 @@ def plot_performance_profiles(scores: dict[str, np.ndarray], path: Path, reps: i
 
 
 def zoo_command(algo: str, env_id: str, seed: int, extra: str = "") -> str:
+    """:return: the rl-zoo3 command that trains what a run of ``spec_from_zoo`` trains"""
     return f"python -m rl_zoo3.train --algo {algo} --env {env_id} --seed {seed}{extra}"
-
-
-def grouped(runs: dict[str, dict], key: Callable[[dict], Any]) -> dict[Any, list[dict]]:
-    out: dict[Any, list[dict]] = {}
-    for run in runs.values():
-        out.setdefault(key(run), []).append(run)
-    return out
-
-
-def zoo_hyperparams(algo: str, env_id: str, entry_id: str | None = None) -> dict[str, Any]:
-    """
-    The zoo entry rl-zoo3 would use: ours from this package's ``hyperparams/<algo>.yml`` (benchmarks.common.zoo_entry),
-    the peers (ppo, a2c, trpo) from rl-zoo3's own yml files. ``entry_id`` reads another id's entry (e.g. a v4 entry
-    for a v5 task).
-    """
-    import yaml
-
-    from benchmarks.common import zoo_entry
-
-    key = entry_id or env_id
-    if algo in ("reinforce", "ppo_kl", "ppo_clip", "trpo_kl"):
-        return zoo_entry(algo, key)
-    import rl_zoo3
-
-    entries = yaml.load((Path(rl_zoo3.__file__).parent / "hyperparams" / f"{algo}.yml").read_text(), Loader=yaml.UnsafeLoader)
-    if key not in entries:
-        raise KeyError(f"rl-zoo3's {algo}.yml has no entry {key}")
-    return dict(entries[key])
 
 
 def spec_from_zoo(run_id: str, algo: str, env_id: str, seed: int, entry: dict[str, Any], **fields: Any) -> RunSpec:
@@ -408,3 +404,78 @@ def spec_from_zoo(run_id: str, algo: str, env_id: str, seed: int, entry: dict[st
         policy=entry.get("policy", "MlpPolicy"),
         **fields,
     )
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """
+    An experiment script as :func:`main` drives it.
+
+    :param name: the module under ``benchmarks`` (``python -m benchmarks.<name>``)
+    :param doc: the script's docstring (its ``--help``)
+    :param profiles: profile name -> settings (``smoke``: the CI budget)
+    :param default_profile: the profile without ``--profile``, the one of the committed results
+    :param make_specs: settings -> the runs
+    :param summarise: (stored runs, settings) -> the content of ``results.json`` (JSON types only)
+    :param write_report: (content of ``results.json``, folder) -> the text printed at the end; writes the files that
+        derive from ``results.json`` alone (``results.md``, ...), so that the committed results regenerate them
+    :param write_figures: (stored runs, content of ``results.json``, folder) -> None; writes what needs the runs
+        themselves (figures)
+    :param folders: profile -> its folder, where not ``benchmarks/results/<name>/<profile>``
+    """
+
+    name: str
+    doc: str | None
+    profiles: dict[str, dict[str, Any]]
+    default_profile: str
+    make_specs: Callable[[dict[str, Any]], list[RunSpec]]
+    summarise: Callable[[dict[str, dict], dict[str, Any]], dict[str, Any]]
+    write_report: Callable[[dict[str, Any], Path], str]
+    write_figures: Callable[[dict[str, dict], dict[str, Any], Path], None] | None = None
+    folders: dict[str, Path] = field(default_factory=dict)
+
+
+def report(experiment: Experiment, out_dir: Path, profile: dict[str, Any]) -> str:
+    """
+    Write the report of the results in ``out_dir``: from the stored runs when there are any (``results.json``, then
+    the figures and the files derived from ``results.json``); else from ``results.json`` alone (the committed results:
+    ``runs/`` is not in the repository), leaving the figures as they are.
+
+    :return: the text to print
+    """
+    runs = load_runs(out_dir / "runs")
+    path = out_dir / "results.json"
+    if runs:
+        path.write_text(json.dumps(experiment.summarise(runs, profile), indent=1) + "\n")
+    elif path.exists():
+        print(f"no stored runs in {out_dir / 'runs'}: report regenerated from results.json, figures kept", file=sys.stderr)
+    else:
+        raise SystemExit(f"nothing to report: neither runs nor results.json in {out_dir}")
+    # what results.json holds, not the objects it was written from: the committed file alone regenerates the same report
+    result = json.loads(path.read_text())
+    if runs and experiment.write_figures is not None:
+        experiment.write_figures(runs, result, out_dir)
+    return experiment.write_report(result, out_dir)
+
+
+def main(experiment: Experiment, argv: list[str] | None = None) -> Path:
+    """
+    The command line of an experiment script: run the profile's missing runs (unless ``--report-only``), then report.
+
+    :param argv: the arguments (default: ``sys.argv[1:]``)
+    :return: the folder of the results
+    """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = experiment_parser(experiment.doc, experiment.profiles, experiment.default_profile)
+    parser.add_argument("--workers", type=int, default=None, help="parallel runs (default: the core count)")
+    args = parser.parse_args(argv)
+    name, out_dir = profile_and_output(args, experiment.name, experiment.folders)
+    profile = experiment.profiles[name]
+    if not args.report_only:
+        specs = experiment.make_specs(profile)
+        command = command_line(experiment.name, argv)
+        write_manifest(out_dir, experiment.name, command, name, specs, {"profile_settings": profile})
+        run_all(specs, out_dir / "runs", workers=args.workers, desc=f"{experiment.name}/{name}")
+    print(report(experiment, out_dir, profile))
+    print(f"results: {out_dir}", file=sys.stderr)
+    return out_dir

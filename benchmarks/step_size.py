@@ -1,49 +1,60 @@
 """The step-size picture: how far each algorithm moves its policy per update, in KL units.
 
-On CartPole-v1 with each algorithm's shipped zoo hyperparameters (hyperparams/<key>.yml), REINFORCE, PPOKL,
-PPOClip and TRPOKL are trained for the same number of environment steps (100k: the zoo budget of PPOKL, PPOClip
-and TRPOKL; REINFORCE's zoo budget is 500k, truncated here), seed 0 (``--seeds 0 1 2`` for more). After every
-update the runner reads ``train/policy_kl`` (the exact mean KL(pi_old || pi_new) over the rollout states, the
-package's shared diagnostic) and, for PPOKL, ``train/kl_coef`` (the beta used by that update). One figure: KL per
-update on a log scale against environment steps, beta on a twin axis.
+On CartPole-v1 with each algorithm's shipped zoo hyperparameters (sb3_ppo_variants/zoo/hyperparams/<key>.yml),
+REINFORCE, PPOKL, PPOClip and TRPOKL are trained for the same number of environment steps (100k: the zoo budget of
+PPOKL, PPOClip and TRPOKL; REINFORCE's zoo budget is 500k, truncated here), seed 0 (``--profile full``: seeds 0, 1
+and 2). After every update the runner reads ``train/policy_kl`` (the exact mean KL(pi_old || pi_new) over the
+rollout states, the package's shared diagnostic) and, for PPOKL, ``train/kl_coef`` (the beta used by that update).
+One figure: KL per update on a log scale against environment steps, beta on a twin axis.
 
 Note: the CartPole entries of PPOKL and PPOClip use a linear learning-rate schedule (``lin_0.001``): as the rate
 decays to 0 the steps shrink, and PPOKL's adaptive rule halves beta at every update down to ``kl_coef_min``.
 
-    python -m benchmarks.step_size            # the committed results (a few minutes on 2 cores)
-    python -m benchmarks.step_size --smoke    # CI smoke test (seconds)
-    python -m benchmarks.step_size --report-only
+    python -m benchmarks.step_size                  # the committed results (profile quick: a few minutes on 2 cores)
+    python -m benchmarks.step_size --profile full   # seeds 0, 1, 2
+    python -m benchmarks.step_size --smoke          # CI smoke test (seconds)
+    python -m benchmarks.step_size --report-only    # the report from the stored results
+
+Results go to ``benchmarks/results/step_size/`` (profile quick, where they were first committed) or
+``benchmarks/results/step_size/<profile>/`` (``--output`` elsewhere).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from benchmarks.runner import RESULTS, load_runs, run_all, spec_from_zoo, write_manifest, zoo_command, zoo_hyperparams
+from benchmarks import runner
+from benchmarks.common import RESULTS, zoo_entry
+from benchmarks.runner import RunSpec, algorithm_name, spec_from_zoo, zoo_command
+from sb3_ppo_variants.zoo import ZOO_ALGOS
 
-EXPERIMENT = "step_size"
 ENV_ID = "CartPole-v1"
-ALGOS = ["reinforce", "ppo_kl", "ppo_clip", "trpo_kl"]
-NAMES = {"reinforce": "REINFORCE", "ppo_kl": "PPOKL", "ppo_clip": "PPOClip", "trpo_kl": "TRPOKL"}
-COLORS = {"reinforce": "tab:red", "ppo_kl": "tab:green", "ppo_clip": "tab:blue", "trpo_kl": "tab:purple"}
+ALGOS = list(ZOO_ALGOS)
+COLORS = dict(zip(ALGOS, ("tab:red", "tab:green", "tab:blue", "tab:purple"), strict=True))
 KEYS = ("train/policy_kl", "train/kl_coef", "train/kl_target")
 PROFILES = {
-    "default": {"seeds": [0], "steps": 100_000, "eval_episodes": 10},
-    "smoke": {"seeds": [0], "steps": 4_000, "eval_episodes": 1},
+    "quick": {"seeds": [0], "steps": 100_000, "eval_episodes": 10},
+    "full": {"seeds": [0, 1, 2], "steps": 100_000, "eval_episodes": 10},
+    "smoke": {
+        "seeds": [0],
+        "steps": 4_000,
+        "eval_episodes": 1,
+        "overrides": {"reinforce": {"n_steps": 1000}},  # several updates within the tiny budget
+    },
 }
 
 
-def make_specs(profile: dict) -> list:
+def make_specs(profile: dict[str, Any]) -> list[RunSpec]:
+    """:return: one run per (seed, algorithm), with the algorithm's zoo entry, recording ``KEYS`` after every update"""
     specs = []
     for seed in profile["seeds"]:
         for algo in ALGOS:
-            entry = zoo_hyperparams(algo, ENV_ID)
-            if profile["steps"] < 10_000 and algo == "reinforce":
-                entry["n_steps"] = 1000  # smoke: several updates within the tiny budget
+            entry = zoo_entry(algo, ENV_ID)
+            entry.update(profile.get("overrides", {}).get(algo, {}))
             specs.append(
                 spec_from_zoo(
                     f"{algo}-{ENV_ID}-s{seed}",
@@ -60,7 +71,8 @@ def make_specs(profile: dict) -> list:
     return specs
 
 
-def summarise(runs: dict) -> dict:
+def summarise(runs: dict[str, dict], profile: dict[str, Any]) -> dict[str, Any]:
+    """:return: the content of ``results.json``: per algorithm, the distribution of the policy KL per update"""
     rows = []
     for algo in ALGOS:
         members = [run for run in runs.values() if run["spec"]["algo"] == algo]
@@ -69,7 +81,7 @@ def summarise(runs: dict) -> dict:
         kls = np.concatenate([np.array(run["records"]["train/policy_kl"])[:, 1] for run in members])
         kls = kls[np.isfinite(kls)]
         row = {
-            "algo": NAMES[algo],
+            "algo": algorithm_name(algo),
             "updates_per_run": [len(run["records"]["train/policy_kl"]) for run in members],
             "policy_kl_median": float(np.median(kls)),
             "policy_kl_p10_p90": [float(np.percentile(kls, 10)), float(np.percentile(kls, 90))],
@@ -82,7 +94,7 @@ def summarise(runs: dict) -> dict:
             betas = np.concatenate([np.array(run["records"]["train/kl_coef"])[:, 1] for run in members])
             row["kl_coef_min_max"] = [float(betas.min()), float(betas.max())]
         rows.append(row)
-    return {"env": ENV_ID, "rows": rows}
+    return {"env": ENV_ID, "rows": rows, "profile": profile}
 
 
 def plot(runs: dict, path: Path, steps: int) -> None:
@@ -97,7 +109,7 @@ def plot(runs: dict, path: Path, steps: int) -> None:
         members = sorted((r for r in runs.values() if r["spec"]["algo"] == algo), key=lambda r: r["spec"]["seed"])
         for i, run in enumerate(members):
             kl = np.array(run["records"]["train/policy_kl"]).reshape(-1, 2)
-            label = f"{NAMES[algo]}: policy KL per update" if i == 0 else None
+            label = f"{algorithm_name(algo)}: policy KL per update" if i == 0 else None
             marker = "o" if len(kl) < 150 else None  # few updates (REINFORCE, TRPOKL): show each one
             ax.plot(
                 kl[:, 0],
@@ -129,21 +141,23 @@ def plot(runs: dict, path: Path, steps: int) -> None:
     plt.close(fig)
 
 
-def report(out_dir: Path, profile: dict) -> dict:
-    runs = load_runs(out_dir / "runs")
-    summary = summarise(runs)
-    summary["profile"] = profile
-    (out_dir / "results.json").write_text(json.dumps(summary, indent=1) + "\n")
+def write_figures(runs: dict[str, dict], result: dict[str, Any], out_dir: Path) -> None:
+    """``per_update.json`` (the recorded values of every run) and the figure."""
     per_update = {
         run_id: {key: run["records"].get(key, []) for key in KEYS if run["records"].get(key)} for run_id, run in runs.items()
     }
     (out_dir / "per_update.json").write_text(json.dumps(per_update) + "\n")
+    plot(runs, out_dir / "step_size.png", result["profile"]["steps"])
+
+
+def write_report(result: dict[str, Any], out_dir: Path) -> str:
+    """Write ``results.md``; :return: its content"""
     lines = [
         "| algorithm | updates / run | median policy KL per update | 10th to 90th percentile | max | PPOKL beta range | "
         "final eval (per seed) |",
         "|---|---|---|---|---|---|---|",
     ]
-    for row in summary["rows"]:
+    for row in result["rows"]:
         beta = "" if "kl_coef_min_max" not in row else f"{row['kl_coef_min_max'][0]:.3g} to {row['kl_coef_min_max'][1]:.3g}"
         evals = ", ".join("?" if v is None else f"{v:.0f}" for v in row["final_eval_mean_per_seed"])
         lines.append(
@@ -154,31 +168,13 @@ def report(out_dir: Path, profile: dict) -> dict:
     manifest = json.loads((out_dir / "manifest.json").read_text()) if (out_dir / "manifest.json").exists() else {}
     text = f"Command: `{manifest.get('command', '?')}`\n\n" + "\n".join(lines) + "\n\n![step size](step_size.png)\n"
     (out_dir / "results.md").write_text(text)
-    if runs:
-        plot(runs, out_dir / "step_size.png", profile["steps"])
-    return summary
+    return text
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--smoke", action="store_true", help="tiny CI budget")
-    parser.add_argument("--report-only", action="store_true", help="only regenerate the table and figure from stored runs")
-    parser.add_argument("--workers", type=int, default=None)
-    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds (default: 0)")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="results root (default: benchmarks/results)")
-    args = parser.parse_args()
-    name = "smoke" if args.smoke else "default"
-    profile = dict(PROFILES[name])
-    if args.seeds:
-        profile["seeds"] = args.seeds
-    # the committed results live directly in results/step_size/
-    out_dir = args.out / EXPERIMENT / ("smoke" if args.smoke else "")
-    specs = make_specs(profile)
-    if not args.report_only:
-        write_manifest(out_dir, EXPERIMENT, name, specs)
-        run_all(specs, out_dir / "runs", workers=args.workers, desc=EXPERIMENT)
-    print((out_dir / "results.md").read_text() if report(out_dir, profile) else "")
-
+FOLDERS = {"quick": RESULTS / "step_size"}  # where the profile was first committed
+EXPERIMENT = runner.Experiment(
+    "step_size", __doc__, PROFILES, "quick", make_specs, summarise, write_report, write_figures, FOLDERS
+)
 
 if __name__ == "__main__":
-    main()
+    runner.main(EXPERIMENT)

@@ -28,32 +28,23 @@ rliable's interquartile mean (IQM) and mean over all (seed, environment) scores 
     python -m benchmarks.surrogates --profile quick        # the committed results (see PROFILES)
     python -m benchmarks.surrogates --profile full         # the paper's protocol: 7 tasks x 1M steps x 3 seeds (days here)
     python -m benchmarks.surrogates --smoke                # CI smoke test (seconds)
-    python -m benchmarks.surrogates --profile quick --report-only   # tables and figures from the stored runs
+    python -m benchmarks.surrogates --profile quick --report-only   # the report from the stored results
+
+Results go to ``benchmarks/results/surrogates/<profile>/`` (``--output`` elsewhere).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from benchmarks.runner import (
-    RANDOM,
-    RESULTS,
-    RunSpec,
-    curve,
-    final_score,
-    interval_estimates,
-    load_runs,
-    plot_performance_profiles,
-    run_all,
-    write_manifest,
-)
+from benchmarks import runner
+from benchmarks.runner import RANDOM, RunSpec, curve, final_score, interval_estimates, plot_performance_profiles
 
-EXPERIMENT = "surrogates"
 PAPER_ENVS = [
     "HalfCheetah-v5",
     "Hopper-v5",
@@ -83,8 +74,10 @@ PROFILES = {
         "steps": 128,
         "random_episodes": 3,
         "overrides": {"n_steps": 64, "batch_size": 32, "n_epochs": 1},
+        "bootstrap_reps": 200,
     },
 }
+BOOTSTRAP_REPS = 2000  # rliable's bootstrap repetitions, where the profile does not say
 PAPER_SETTINGS = {
     "n_steps": 2048,
     "batch_size": 64,
@@ -164,9 +157,32 @@ def make_specs(profile: dict) -> list[RunSpec]:
     return specs
 
 
-def report(out_dir: Path, profile: dict, reps: int) -> dict:
-    """Tables (markdown + JSON) and figures from the stored runs."""
-    runs = load_runs(out_dir / "runs")
+def normalised_scores(
+    raw: dict[str, dict[str, list[float]]], random_scores: dict[str, float], best: dict[str, float]
+) -> dict[str, dict[str, np.ndarray]]:
+    """:return: row -> env -> (score - random) / (best - random), one per seed of the env"""
+    return {
+        name: {
+            env: (np.array(values) - random_scores[env]) / (best[env] - random_scores[env]) for env, values in by_env.items()
+        }
+        for name, by_env in raw.items()
+    }
+
+
+def score_matrices(
+    normalised: dict[str, dict[str, np.ndarray]], env_seeds: dict[str, list[int]], seeds: list[int]
+) -> dict[str, np.ndarray]:
+    """:return: row -> normalised scores (seeds common to every env x envs), what rliable aggregates"""
+    envs = [env for env in env_seeds if env_seeds[env]]
+    return {
+        name: np.array([[by_env[env][env_seeds[env].index(s)] for env in envs] for s in seeds])
+        for name, by_env in normalised.items()
+    }
+
+
+def summarise(runs: dict[str, dict], profile: dict[str, Any]) -> dict[str, Any]:
+    """:return: the content of ``results.json``: normalised scores, their rliable estimates, the acceptance checks"""
+    reps = profile.get("bootstrap_reps", BOOTSTRAP_REPS)
     envs = [env for env in profile["envs"] if f"random-{env}" in runs]
     random_scores = {env: float(np.mean([e[1] for e in runs[f"random-{env}"]["episodes"]])) for env in envs}
     scored: dict[tuple[str, str, int], float] = {}
@@ -182,18 +198,12 @@ def report(out_dir: Path, profile: dict, reps: int) -> dict:
     paper_names = [name for name, *_ in PAPER_ROWS]
     best = {env: max(float(np.mean(raw[name][env])) for name in paper_names) for env in envs}
     best_row = {env: max(paper_names, key=lambda n, e=env: float(np.mean(raw[n][e]))) for env in envs}
-
-    def normalised(name: str, env: str) -> np.ndarray:  # over env_seeds[env]
-        return (np.array(raw[name][env]) - random_scores[env]) / (best[env] - random_scores[env])
-
-    names = [name for name, *_ in ROWS] if envs else []
-    # aggregate over (common seed, env): runs x tasks
-    scores = {
-        name: np.array([[normalised(name, env)[env_seeds[env].index(s)] for env in envs] for s in seeds]) for name in names
-    }
+    normalised = normalised_scores(raw, random_scores, best) if envs else {}
+    scores = score_matrices(normalised, env_seeds, seeds)  # aggregate over (common seed, env): runs x tasks
+    names = list(normalised)
     estimates = interval_estimates(scores, reps=reps) if seeds else {}
     per_env = {
-        env: interval_estimates({name: normalised(name, env)[:, None] for name in names}, reps=reps)
+        env: interval_estimates({name: normalised[name][env][:, None] for name in names}, reps=reps)
         for env in envs
         if len(env_seeds[env]) >= 2
     }
@@ -204,7 +214,7 @@ def report(out_dir: Path, profile: dict, reps: int) -> dict:
             {
                 "row": name,
                 **estimates.get(name, {}),
-                "per_env_normalised_mean": {env: float(normalised(name, env).mean()) for env in envs},
+                "per_env_normalised_mean": {env: float(normalised[name][env].mean()) for env in envs},
                 "per_env_mean_ci": {env: per_env[env][name]["mean_ci"] for env in per_env},
                 "per_env_raw_scores": raw[name],
                 "paper_table1": paper[name],
@@ -224,8 +234,8 @@ def report(out_dir: Path, profile: dict, reps: int) -> dict:
             checks[f"{name} ({env})"] = {
                 "mean_ci_above_no_clipping": table[name]["mean_ci"][0] > table["no clipping or penalty"]["mean_ci"][1]
             }
-    result = {
-        "profile": {k: v for k, v in profile.items()},
+    return {
+        "profile": dict(profile),
         "seeds_used": seeds,
         "seeds_per_env": env_seeds,
         "score": "mean return of the last 100 training episodes; normalised (score - random) / (best - random)",
@@ -239,13 +249,31 @@ def report(out_dir: Path, profile: dict, reps: int) -> dict:
         "rows": rows,
         "checks": checks,
     }
-    (out_dir / "results.json").write_text(json.dumps(result, indent=1) + "\n")
-    (out_dir / "results.md").write_text(markdown(result, envs, out_dir) + "\n\n![curves](curves.png)\n")
-    if envs:
-        plot_curves(runs, envs, profile, out_dir / "curves.png")
-        if seeds:
-            plot_performance_profiles(scores, out_dir / "performance_profiles.png", reps=min(reps, 1000))
-    return result
+
+
+def reported_envs(result: dict[str, Any]) -> list[str]:
+    """:return: the environments with at least one complete seed"""
+    return [env for env, seeds in result["seeds_per_env"].items() if seeds]
+
+
+def write_report(result: dict[str, Any], out_dir: Path) -> str:
+    """Write ``results.md``; :return: its tables"""
+    text = markdown(result, reported_envs(result), out_dir)
+    (out_dir / "results.md").write_text(text + "\n\n![curves](curves.png)\n")
+    return text
+
+
+def write_figures(runs: dict[str, dict], result: dict[str, Any], out_dir: Path) -> None:
+    """The learning curves and rliable's performance profiles."""
+    envs = reported_envs(result)
+    if not envs:
+        return
+    plot_curves(runs, envs, result["profile"], out_dir / "curves.png")
+    if result["seeds_used"]:
+        raw = {row["row"]: row["per_env_raw_scores"] for row in result["rows"]}
+        normalised = normalised_scores(raw, result["random_scores"], result["best_scores"])
+        scores = score_matrices(normalised, result["seeds_per_env"], result["seeds_used"])
+        plot_performance_profiles(scores, out_dir / "performance_profiles.png", reps=min(result["bootstrap_reps"], 1000))
 
 
 def _ci(low_high: list[float]) -> str:
@@ -328,25 +356,7 @@ def plot_curves(runs: dict, envs: list[str], profile: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--profile", choices=["quick", "full"], default="quick")
-    parser.add_argument("--smoke", action="store_true", help="tiny CI budget (overrides --profile)")
-    parser.add_argument("--report-only", action="store_true", help="only regenerate tables and figures from stored runs")
-    parser.add_argument("--workers", type=int, default=None, help="parallel runs (default: the core count)")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="results root (default: benchmarks/results)")
-    parser.add_argument("--reps", type=int, default=None, help="bootstrap repetitions (default 2000; smoke 200)")
-    args = parser.parse_args()
-    name = "smoke" if args.smoke else args.profile
-    profile = PROFILES[name]
-    out_dir = args.out / EXPERIMENT / name
-    specs = make_specs(profile)
-    if not args.report_only:
-        write_manifest(out_dir, EXPERIMENT, name, specs, {"profile_settings": profile, "normalize": NORMALIZE})
-        run_all(specs, out_dir / "runs", workers=args.workers, desc=f"{EXPERIMENT}/{name}")
-    report(out_dir, profile, reps=args.reps or (200 if args.smoke else 2000))
-    print((out_dir / "results.md").read_text())
-
+EXPERIMENT = runner.Experiment("surrogates", __doc__, PROFILES, "quick", make_specs, summarise, write_report, write_figures)
 
 if __name__ == "__main__":
-    main()
+    runner.main(EXPERIMENT)

@@ -13,42 +13,42 @@ Profiles: ``full`` = the zoo's budgets (n_timesteps of each entry), seeds 0, 1, 
 ``quick`` = seeds 0, 1, budgets capped at 100k steps (classic control and MuJoCo), 10 evaluation
 episodes (under-trained wherever the zoo budget is larger: the table says which cells were capped).
 
-    python -m benchmarks.zoo_table --profile quick
+    python -m benchmarks.zoo_table --profile quick                 # the committed results
     python -m benchmarks.zoo_table --profile full
-    python -m benchmarks.zoo_table --smoke
-    python -m benchmarks.zoo_table --profile quick --report-only
+    python -m benchmarks.zoo_table --smoke                         # CI smoke test (seconds)
+    python -m benchmarks.zoo_table --profile quick --report-only   # the report from the stored results
+
+Results go to ``benchmarks/results/zoo_table/<profile>/`` (``--output`` elsewhere).
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import importlib.util
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from benchmarks.runner import RESULTS, load_runs, run_all, spec_from_zoo, write_manifest, zoo_command, zoo_hyperparams
+from benchmarks import runner
+from benchmarks.common import zoo_entry
+from benchmarks.runner import PEERS, RunSpec, algorithm_name, spec_from_zoo, zoo_command
+from sb3_ppo_variants.zoo import ZOO_ALGOS
 
-EXPERIMENT = "zoo_table"
-ALGOS = ["reinforce", "ppo_kl", "ppo_clip", "trpo_kl", "ppo", "a2c", "trpo"]
-NAMES = {
-    "reinforce": "REINFORCE",
-    "ppo_kl": "PPOKL",
-    "ppo_clip": "PPOClip",
-    "trpo_kl": "TRPOKL",
-    "ppo": "PPO (SB3)",
-    "a2c": "A2C (SB3)",
-    "trpo": "TRPO (sb3-contrib)",
-}
+ALGOS = [*ZOO_ALGOS, *PEERS]
 ENVS = ["CartPole-v1", "Acrobot-v1", "Pendulum-v1", "LunarLander-v3", "HalfCheetah-v5", "Hopper-v5"]
 MUJOCO = ("HalfCheetah-v5", "Hopper-v5")
-PEERS = ("ppo", "a2c", "trpo")
 PROFILES = {
     "full": {"envs": ENVS, "seeds": [0, 1, 2], "caps": {}, "eval_episodes": 10},
     "quick": {"envs": ENVS, "seeds": [0, 1], "caps": {"classic": 100_000, "mujoco": 100_000}, "eval_episodes": 10},
-    "smoke": {"envs": ["CartPole-v1"], "seeds": [0], "caps": {"classic": 2_048, "mujoco": 2_048}, "eval_episodes": 1},
+    "smoke": {
+        "envs": ["CartPole-v1"],
+        "seeds": [0],
+        "caps": {"classic": 2_048, "mujoco": 2_048},
+        "eval_episodes": 1,
+        "overrides": {"reinforce": {"n_steps": 1000}},  # one update within the tiny budget
+    },
 }
 
 # rl-zoo3's published table (benchmark.md of DLR-RM/rl-baselines3-zoo): one trained agent per cell, evaluated for
@@ -81,7 +81,8 @@ def available(env_id: str) -> bool:
     return env_id != "LunarLander-v3" or importlib.util.find_spec("Box2D") is not None
 
 
-def make_specs(profile: dict, smoke: bool = False) -> list:
+def make_specs(profile: dict[str, Any]) -> list[RunSpec]:
+    """:return: every (environment, seed, algorithm) run of the profile, with the algorithm's zoo entry"""
     specs = []
     for env_id in profile["envs"]:
         if not available(env_id):
@@ -90,11 +91,10 @@ def make_specs(profile: dict, smoke: bool = False) -> list:
         for seed in profile["seeds"]:
             for algo in ALGOS:
                 source = entry_id(algo, env_id)
-                entry = zoo_hyperparams(algo, env_id, source)
+                entry = zoo_entry(algo, env_id, source)
                 zoo_steps = int(float(entry.get("n_timesteps", 1e6)))
                 steps = min(zoo_steps, cap) if cap else zoo_steps
-                if smoke and algo == "reinforce":
-                    entry["n_steps"] = 1000  # one update within the tiny budget
+                entry.update(profile.get("overrides", {}).get(algo, {}))
                 extra = f" -n {steps}" if steps != zoo_steps else ""
                 command = zoo_command(algo, env_id if source is None else source, seed, extra)
                 specs.append(
@@ -117,9 +117,9 @@ def make_specs(profile: dict, smoke: bool = False) -> list:
     return specs
 
 
-def report(out_dir: Path, profile: dict) -> dict:
-    runs = load_runs(out_dir / "runs")
-    cells = {}
+def summarise(runs: dict[str, dict], profile: dict[str, Any]) -> dict[str, Any]:
+    """:return: the content of ``results.json``: one row per (algorithm, environment), over the seeds"""
+    cells: dict[tuple[str, str], dict[str, Any]] = {}
     for run in runs.values():
         spec = run["spec"]
         cell = cells.setdefault(
@@ -130,14 +130,13 @@ def report(out_dir: Path, profile: dict) -> dict:
         cell["seeds"].append(spec["seed"])
         cell["commands"].append(spec["labels"]["command"])
         cell["wall_time_s"].append(run["wall_time_s"])
-    envs = [env for env in profile["envs"] if any(key[1] == env for key in cells)]
     skipped = [env for env in profile["envs"] if not available(env)]
     rows = []
     for (algo, env_id), cell in sorted(cells.items(), key=lambda kv: (ALGOS.index(kv[0][0]), ENVS.index(kv[0][1]))):
         cell.pop("command", None)
         rows.append(
             {
-                "algo": NAMES[algo],
+                "algo": algorithm_name(algo),
                 "key": algo,
                 "env": env_id,
                 "mean": float(np.mean(cell["evals"])),
@@ -146,10 +145,15 @@ def report(out_dir: Path, profile: dict) -> dict:
                 "capped": cell["steps"] < cell["zoo_steps"],
             }
         )
-    result = {"profile": profile, "skipped_envs": skipped, "rows": rows}
-    (out_dir / "results.json").write_text(json.dumps(result, indent=1) + "\n")
-    (out_dir / "results.md").write_text(markdown(result, envs, out_dir) + "\n")
-    return result
+    return {"profile": profile, "skipped_envs": skipped, "rows": rows}
+
+
+def write_report(result: dict[str, Any], out_dir: Path) -> str:
+    """Write ``results.md``; :return: its tables"""
+    envs = [env for env in result["profile"]["envs"] if any(row["env"] == env for row in result["rows"])]
+    text = markdown(result, envs, out_dir)
+    (out_dir / "results.md").write_text(text + "\n")
+    return text
 
 
 def markdown(result: dict, envs: list[str], out_dir: Path) -> str:
@@ -170,7 +174,7 @@ def markdown(result: dict, envs: list[str], out_dir: Path) -> str:
         for env in envs:
             row = by_cell.get((algo, env))
             cells.append("" if row is None else f"{row['mean']:.1f} ± {row['std']:.1f}{'*' if row['capped'] else ''}")
-        lines.append(f"| {NAMES[algo]} | " + " | ".join(cells) + " |")
+        lines.append(f"| {algorithm_name(algo)} | " + " | ".join(cells) + " |")
     lines += [
         "",
         f"rl-zoo3's published numbers ([benchmark.md]({ZOO_BENCHMARK_URL}): one agent per cell, its own budget) "
@@ -186,7 +190,7 @@ def markdown(result: dict, envs: list[str], out_dir: Path) -> str:
             row = by_cell.get((algo, env))
             ours = "" if row is None else f"; here {row['mean'] - mean:+.1f}"
             cells.append(f"{mean:.1f} ± {std:.1f} @ {budget}{ours}")
-        lines.append(f"| {NAMES[algo]} | " + " | ".join(cells) + " |")
+        lines.append(f"| {algorithm_name(algo)} | " + " | ".join(cells) + " |")
     if result["skipped_envs"]:
         lines += ["", f"Skipped (Box2D not installed): {', '.join(result['skipped_envs'])}."]
     lines += ["", "Commands (one per seed; `-n` only where the budget differs from the zoo's):", ""]
@@ -196,24 +200,7 @@ def markdown(result: dict, envs: list[str], out_dir: Path) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--profile", choices=["quick", "full"], default="quick")
-    parser.add_argument("--smoke", action="store_true", help="tiny CI budget (overrides --profile)")
-    parser.add_argument("--report-only", action="store_true")
-    parser.add_argument("--workers", type=int, default=None)
-    parser.add_argument("--out", type=Path, default=RESULTS)
-    args = parser.parse_args()
-    name = "smoke" if args.smoke else args.profile
-    profile = PROFILES[name]
-    out_dir = args.out / EXPERIMENT / name
-    specs = make_specs(profile, smoke=args.smoke)
-    if not args.report_only:
-        write_manifest(out_dir, EXPERIMENT, name, specs, {"profile_settings": profile})
-        run_all(specs, out_dir / "runs", workers=args.workers, desc=f"{EXPERIMENT}/{name}")
-    report(out_dir, profile)
-    print((out_dir / "results.md").read_text())
-
+EXPERIMENT = runner.Experiment("zoo_table", __doc__, PROFILES, "quick", make_specs, summarise, write_report)
 
 if __name__ == "__main__":
-    main()
+    runner.main(EXPERIMENT)

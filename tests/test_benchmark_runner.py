@@ -1,60 +1,61 @@
-"""Smoke tests of the benchmark runner and of the three experiments built on it (tiny budgets; the real runs stay out of CI).
+"""The benchmark runner and the experiments built on it.
 
-Each experiment runs in this process with ``--smoke --workers 1``; the parallel path (worker processes) and the
-resume logic are tested on the runner directly.
+Smoke runs (tiny budgets, marked ``integration``; the real runs stay out of CI): each experiment runs in this process
+with ``--smoke --workers 1``; the parallel path (worker processes) and the resume logic are tested on the runner
+directly. Unmarked: the reports regenerated from the committed results (``--report-only``) are the committed ones.
 """
 
 import json
-import sys
+import shutil
 
 import numpy as np
 import pytest
 
-from benchmarks import runner, step_size, surrogates, zoo_table
+from benchmarks import common, overhead, reinforce_variance, runner, step_size, surrogates, zoo_table
+from sb3_ppo_variants.zoo import ZOO_ALGOS
+
+integration = pytest.mark.integration  # trains models
 
 
-def run_main(module, monkeypatch, *args: str) -> None:
-    monkeypatch.setattr(sys, "argv", [f"{module.__name__.split('.')[-1]}.py", *args])
-    module.main()
+def run_main(module, *args: str) -> None:
+    """The command line of an experiment script, in this process."""
+    if module is overhead:  # the paired measurement has a main of its own
+        overhead.main(list(args))
+    else:
+        runner.main(module.EXPERIMENT, list(args))
 
 
-@pytest.fixture(scope="module")
-def surrogates_smoke(tmp_path_factory):
-    out = tmp_path_factory.mktemp("results")
-    with pytest.MonkeyPatch.context() as monkeypatch:
-        run_main(surrogates, monkeypatch, "--smoke", "--workers", "1", "--out", str(out))
-    return out / "surrogates" / "smoke"
-
-
-def test_surrogates_smoke(surrogates_smoke):
-    result = json.loads((surrogates_smoke / "results.json").read_text())
+@integration
+def test_surrogates_smoke_and_report_from_stored_runs(tmp_path):
+    run_main(surrogates, "--smoke", "--workers", "1", "--output", str(tmp_path))
+    result = json.loads((tmp_path / "results.json").read_text())
     assert [row["row"] for row in result["rows"]] == [name for name, *_ in surrogates.ROWS]
     for row in result["rows"]:
         assert row["iqm_ci"][0] <= row["iqm"] <= row["iqm_ci"][1]
     assert result["seeds_used"] == [0] and result["checks"] == {}  # one seed: no interval comparison
     assert "InvertedPendulum-v5" in result["random_scores"]
     for name in ("results.md", "curves.png", "performance_profiles.png", "manifest.json"):
-        assert (surrogates_smoke / name).exists(), name
-    manifest = json.loads((surrogates_smoke / "manifest.json").read_text())
+        assert (tmp_path / name).exists(), name
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert manifest["command"].startswith("python -m benchmarks.surrogates --smoke")
     assert manifest["versions"]["stable-baselines3"] != "not installed"
     # the paper's settings reach the runs
-    run = json.loads((surrogates_smoke / "runs" / "clipping_eps_0.2-InvertedPendulum-v5-s0.json").read_text())
+    run = json.loads((tmp_path / "runs" / "clipping_eps_0.2-InvertedPendulum-v5-s0.json").read_text())
     assert run["spec"]["kwargs"]["clip_range"] == 0.2 and run["spec"]["normalize"]["norm_reward"] is False
     assert run["episodes"] and run["wall_time_s"] > 0
 
-
-def test_report_regenerated_from_stored_runs(surrogates_smoke, monkeypatch):
-    before = json.loads((surrogates_smoke / "results.json").read_text())
+    # --report-only with the runs stored: results.json and the figures again, the runs untouched
+    report = (tmp_path / "results.md").read_text()
     for name in ("results.json", "results.md", "curves.png"):
-        (surrogates_smoke / name).unlink()
-    mtimes = {p.name: p.stat().st_mtime_ns for p in (surrogates_smoke / "runs").glob("*.json")}
-    run_main(surrogates, monkeypatch, "--smoke", "--report-only", "--out", str(surrogates_smoke.parent.parent))
-    assert json.loads((surrogates_smoke / "results.json").read_text()) == before
-    assert (surrogates_smoke / "curves.png").exists()
-    assert mtimes == {p.name: p.stat().st_mtime_ns for p in (surrogates_smoke / "runs").glob("*.json")}
+        (tmp_path / name).unlink()
+    mtimes = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "runs").glob("*.json")}
+    run_main(surrogates, "--smoke", "--report-only", "--output", str(tmp_path))
+    assert json.loads((tmp_path / "results.json").read_text()) == result
+    assert (tmp_path / "results.md").read_text() == report and (tmp_path / "curves.png").exists()
+    assert mtimes == {p.name: p.stat().st_mtime_ns for p in (tmp_path / "runs").glob("*.json")}
 
 
+@integration
 def test_resume_recomputes_only_missing_runs_in_workers(tmp_path):
     specs = [
         runner.RunSpec(f"ppo-s{seed}", "ppo", "CartPole-v1", seed, 64, {"n_steps": 32, "batch_size": 32, "n_epochs": 1})
@@ -72,22 +73,23 @@ def test_resume_recomputes_only_missing_runs_in_workers(tmp_path):
     assert runner.run_all(specs, run_dir, workers=2) == []
 
 
-def test_step_size_smoke(tmp_path, monkeypatch):
-    run_main(step_size, monkeypatch, "--smoke", "--workers", "1", "--out", str(tmp_path))
-    out = tmp_path / "step_size" / "smoke"
-    result = json.loads((out / "results.json").read_text())
+@integration
+def test_step_size_smoke(tmp_path):
+    run_main(step_size, "--smoke", "--workers", "1", "--output", str(tmp_path))
+    result = json.loads((tmp_path / "results.json").read_text())
     assert [row["algo"] for row in result["rows"]] == ["REINFORCE", "PPOKL", "PPOClip", "TRPOKL"]
-    per_update = json.loads((out / "per_update.json").read_text())
+    per_update = json.loads((tmp_path / "per_update.json").read_text())
     kl = np.array(per_update["ppo_kl-CartPole-v1-s0"]["train/policy_kl"])
     beta = np.array(per_update["ppo_kl-CartPole-v1-s0"]["train/kl_coef"])
     assert len(kl) > 2 and len(kl) == len(beta) and np.all(np.diff(kl[:, 0]) > 0)
     assert all(len(per_update[f"{algo}-CartPole-v1-s0"]["train/policy_kl"]) >= 1 for algo in step_size.ALGOS)
-    assert (out / "step_size.png").exists()
+    assert (tmp_path / "step_size.png").exists()
 
 
-def test_zoo_table_smoke(tmp_path, monkeypatch):
-    run_main(zoo_table, monkeypatch, "--smoke", "--workers", "1", "--out", str(tmp_path))
-    result = json.loads((tmp_path / "zoo_table" / "smoke" / "results.json").read_text())
+@integration
+def test_zoo_table_smoke(tmp_path):
+    run_main(zoo_table, "--smoke", "--workers", "1", "--output", str(tmp_path))
+    result = json.loads((tmp_path / "results.json").read_text())
     assert {row["key"] for row in result["rows"]} == set(zoo_table.ALGOS)
     assert all(row["commands"][0].startswith("python -m rl_zoo3.train --algo ") for row in result["rows"])
     by_key = {row["key"]: row for row in result["rows"]}
@@ -97,9 +99,46 @@ def test_zoo_table_smoke(tmp_path, monkeypatch):
 
 
 def test_zoo_spec_follows_rl_zoo3():
-    spec = runner.spec_from_zoo("x", "ppo_clip", "CartPole-v1", 0, runner.zoo_hyperparams("ppo_clip", "CartPole-v1"))
+    spec = runner.spec_from_zoo("x", "ppo_clip", "CartPole-v1", 0, common.zoo_entry("ppo_clip", "CartPole-v1"))
     assert spec.n_envs == 8 and spec.steps == 100_000 and spec.normalize is False
-    kwargs = runner.constructor_kwargs(spec.kwargs)
+    kwargs = common.zoo_kwargs(spec.kwargs)
     assert kwargs["learning_rate"](1.0) == pytest.approx(1e-3) and kwargs["learning_rate"](0.5) == pytest.approx(5e-4)
-    hopper = runner.spec_from_zoo("y", "ppo", "Hopper-v5", 0, runner.zoo_hyperparams("ppo", "Hopper-v5", "Hopper-v4"))
+    assert common.zoo_kwargs(spec.kwargs, constant_schedules=True)["learning_rate"] == pytest.approx(1e-3)
+    hopper = runner.spec_from_zoo("y", "ppo", "Hopper-v5", 0, common.zoo_entry("ppo", "Hopper-v5", "Hopper-v4"))
     assert hopper.normalize == {"gamma": hopper.kwargs["gamma"]}
+    assert isinstance(common.zoo_kwargs(hopper.kwargs)["policy_kwargs"], dict)
+    # our keys fall back to the file's default entry
+    assert common.zoo_entry("ppo_kl", "MountainCar-v0") == {"n_timesteps": 1e6, "policy": "MlpPolicy"}
+
+
+def test_algorithm_keys_come_from_the_zoo_table():
+    assert zoo_table.ALGOS == [*ZOO_ALGOS, "ppo", "a2c", "trpo"] and step_size.ALGOS == list(ZOO_ALGOS)
+    assert [runner.algorithm_class(key).__name__ for key in ZOO_ALGOS] == [name for _, name in ZOO_ALGOS.values()]
+    assert [runner.algorithm_name(key) for key in ("ppo", "trpo")] == ["PPO (SB3)", "TRPO (sb3-contrib)"]
+    assert [key for _, _, key, _ in overhead.PAIRS] == ["ppo_clip", "ppo_kl", "trpo_kl"]
+
+
+# (experiment module, committed folder, the files --report-only regenerates from results.json alone)
+COMMITTED = [
+    (surrogates, "surrogates/quick", ["results.md"]),
+    (zoo_table, "zoo_table/quick", ["results.md"]),
+    (step_size, "step_size", ["results.md"]),
+    (reinforce_variance, "reinforce_variance", ["results.csv"]),
+    (overhead, "overhead", ["results.md"]),
+]
+
+
+@pytest.mark.parametrize(
+    ("module", "folder", "regenerated"), COMMITTED, ids=[m.__name__.split(".")[-1] for m, *_ in COMMITTED]
+)
+def test_report_only_regenerates_the_committed_reports(tmp_path, module, folder, regenerated):
+    committed = common.RESULTS / folder
+    for path in committed.iterdir():
+        if path.suffix in (".json", ".md", ".csv"):
+            shutil.copy(path, tmp_path / path.name)
+    for name in regenerated:
+        (tmp_path / name).unlink()
+    run_main(module, "--report-only", "--output", str(tmp_path))
+    for name in regenerated:
+        assert (tmp_path / name).read_text() == (committed / name).read_text(), name
+    assert (tmp_path / "results.json").read_text() == (committed / "results.json").read_text()

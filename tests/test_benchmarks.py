@@ -1,9 +1,13 @@
-"""Smoke runs of every benchmark script (tiny budgets) so that they cannot rot; the real runs stay out of CI."""
+"""Smoke runs of the benchmark scripts' command lines (tiny budgets) so that they cannot rot; the real runs stay out of CI."""
 
 import json
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration  # every test starts a benchmark script
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -15,14 +19,29 @@ def run_module(module: str, *args: str) -> subprocess.CompletedProcess:
 
 
 def test_overhead_benchmark_smoke(tmp_path):
-    run_module("benchmarks.overhead", "--quick", "--output", str(tmp_path))
+    run_module("benchmarks.overhead", "--smoke", "--output", str(tmp_path))
     results = json.loads((tmp_path / "results.json").read_text())
     pairs = {(row["pair"], row["diagnostics"]) for row in results["rows"]}
     assert {level for _, level in pairs} == {"control", "off", "basic", "full"}
     assert len(pairs) == 12 and all(row["median_ratio_wall"] > 0 and row["median_ratio_cpu"] > 0 for row in results["rows"])
     assert results["versions"]["stable-baselines3"] != "not installed"
+    assert results["command"] == f"python -m benchmarks.overhead --smoke --output {tmp_path}"
+    # --report-only: the same report from results.json
+    report = (tmp_path / "results.md").read_text()
+    (tmp_path / "results.md").unlink()
+    run_module("benchmarks.overhead", "--report-only", "--output", str(tmp_path))
+    assert (tmp_path / "results.md").read_text() == report
 
 
 def test_reinforce_variance_benchmark_smoke(tmp_path):
-    result = run_module("benchmarks.reinforce_variance", "--quick", "--out", str(tmp_path))
-    assert list(tmp_path.glob("*.png")), result.stdout[-2000:]
+    result = run_module("benchmarks.reinforce_variance", "--smoke", "--workers", "1", "--output", str(tmp_path))
+    assert (tmp_path / "reinforce_variance.png").exists(), result.stdout[-2000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert list(results["snapshots"]) == [
+        "CartPole-v1/initial",
+        "CartPole-v1/trained_8k",
+        "Pendulum-v1/initial",
+        "Pendulum-v1/trained_8k",
+    ]
+    assert sorted(path.name for path in (tmp_path / "runs").iterdir()) == ["CartPole-v1-s0.json", "Pendulum-v1-s0.json"]
+    assert "none > mean [rtg]" in result.stdout
