@@ -22,6 +22,7 @@ from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
+from sb3_ppo_variants.reinforce import REINFORCE
 from sb3_ppo_variants.reinforce.baselines import (
     BASELINES,
     OptimalBaseline,
@@ -34,7 +35,7 @@ from sb3_ppo_variants.reinforce.baselines import (
     value_parameters,
 )
 from sb3_ppo_variants.reinforce.episodes import Episode, EpisodeBatch, EpisodeBuffer
-from sb3_ppo_variants.reinforce import REINFORCE
+from sb3_ppo_variants.zoo import hyperparams_file
 from tests.helpers import learn_and_read_logs, policy_params, silent_logger
 
 FAST = dict(n_steps=64, policy_kwargs=dict(net_arch=[16]), seed=0)
@@ -437,7 +438,7 @@ def test_callback_can_stop_collection():
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [0])
 def test_cartpole_learns_with_the_shipped_hyperparameters(seed):
-    hyperparams = yaml.safe_load((Path(__file__).parents[1] / "hyperparams" / "reinforce.yml").read_text())["CartPole-v1"]
+    hyperparams = yaml.safe_load(hyperparams_file("reinforce").read_text())["CartPole-v1"]
     hyperparams = dict(hyperparams)
     n_envs, n_timesteps, policy = hyperparams.pop("n_envs"), int(hyperparams.pop("n_timesteps")), hyperparams.pop("policy")
     model = REINFORCE(policy, make_vec_env("CartPole-v1", n_envs=n_envs, seed=seed), seed=seed, **hyperparams)

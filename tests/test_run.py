@@ -15,7 +15,6 @@ from stable_baselines3.common.envs import (
 from stable_baselines3.common.vec_env import VecNormalize
 
 from sb3_ppo_variants import PPOKL, PPOClip
-
 from tests.helpers import learn_and_read_logs
 
 ALGOS = [PPOKL, PPOClip]

@@ -18,11 +18,10 @@ from stable_baselines3.common.envs import (
 from stable_baselines3.common.logger import configure
 
 import sb3_ppo_variants.trpo_kl.trpo_kl as trpo_kl_module
-from sb3_ppo_variants.trpo_kl import TRPOKL
 from sb3_ppo_variants.common.distributions import DistributionSnapshot
-from tests.helpers import assert_signature_superset
+from sb3_ppo_variants.trpo_kl import TRPOKL
 from sb3_ppo_variants.trpo_kl.trpo_kl import LineSearchResult, cg_relative_residual
-
+from tests.helpers import assert_signature_superset
 
 FAST = dict(n_steps=64, batch_size=32, cg_max_steps=5, policy_kwargs=dict(net_arch=[16]))
 

@@ -35,8 +35,8 @@ from optuna.trial import TrialState
 from sb3_ppo_variants.zoo import ZOO_ALGOS, algorithm_class, register
 from sb3_ppo_variants.zoo.tuning import (
     STOP_REASON,
-    NonFiniteGuard,
     NonFiniteTrainingError,
+    NonFiniteTrialStop,
     fail_running_trials,
     load_storage,
 )
@@ -454,9 +454,9 @@ def test_guard_stops_training_on_non_finite_rewards_and_losses(algo):
         with warnings.catch_warnings(), pytest.raises(NonFiniteTrainingError, match=message):
             warnings.simplefilter("ignore")
             model = algo_class("MlpPolicy", BadReward(gym.make("CartPole-v1"), value), n_steps=64, seed=0)
-            model.learn(256, callback=NonFiniteGuard())
+            model.learn(256, callback=NonFiniteTrialStop())
     with pytest.raises(ValueError, match="max_nonfinite_steps"):
-        NonFiniteGuard(max_nonfinite_steps=-1)
+        NonFiniteTrialStop(max_nonfinite_steps=-1)
 
 
 @integration

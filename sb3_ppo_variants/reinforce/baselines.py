@@ -45,8 +45,8 @@ import torch as th
 from stable_baselines3.common.policies import ActorCriticPolicy
 from torch.nn import functional as F
 
-from sb3_ppo_variants.reinforce.episodes import EpisodeBatch, TensorObservation
 from sb3_ppo_variants.common.guards import NonFiniteGuard, gradient_norm
+from sb3_ppo_variants.reinforce.episodes import EpisodeBatch, TensorObservation
 
 BaselineName = Literal["none", "mean", "value", "optimal"]
 BASELINES: tuple[BaselineName, ...] = ("none", "mean", "value", "optimal")

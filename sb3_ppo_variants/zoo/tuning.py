@@ -1,6 +1,6 @@
 """Helpers for hyperparameter tuning with rl-zoo3 (``-optimize``); see ``docs/tuning.md``.
 
-- :class:`NonFiniteGuard`: a callback that stops a run with :class:`NonFiniteTrainingError` (a ``ValueError``)
+- :class:`NonFiniteTrialStop`: a callback that stops a run with :class:`NonFiniteTrainingError` (a ``ValueError``)
   as soon as the environment returns a non-finite reward, the algorithm skipped a non-finite optimizer step
   (``train/nonfinite_steps``), or the model holds a non-finite weight. Without it, a trial whose every
   update was skipped *completes* with the score of a policy that never trained.
@@ -41,7 +41,7 @@ class NonFiniteTrainingError(ValueError):
     """Training produced a non-finite reward, loss, gradient or weight (a ``ValueError``: rl-zoo3 prunes the trial)."""
 
 
-class NonFiniteGuard(BaseCallback):
+class NonFiniteTrialStop(BaseCallback):
     """
     Stop training with :class:`NonFiniteTrainingError` when it has gone numerically wrong.
 
@@ -92,7 +92,7 @@ class TrialNumber(int):
         return True
 
 
-GUARD = f"{__name__}.NonFiniteGuard"
+GUARD = f"{__name__}.NonFiniteTrialStop"
 # user attribute of a trial pruned by the patched objective: why it was stopped
 STOP_REASON = "stop_reason"
 # rl-zoo3 workers started at once race to create the storage's tables and the study's user attributes:
@@ -106,7 +106,7 @@ def patch_experiment_manager(exp_manager_module: ModuleType) -> None:
 
     - ``--trial-id 0`` loads trial 0: rl-zoo3 loads a trial only ``if self.storage and self.study_name and
       self.trial_id``, so the id is wrapped in :class:`TrialNumber` before ``read_hyperparameters`` runs;
-    - ``-optimize`` trials run with :class:`NonFiniteGuard` added to the callbacks, a trial that rl-zoo3
+    - ``-optimize`` trials run with :class:`NonFiniteTrialStop` added to the callbacks, a trial that rl-zoo3
       prunes because of a ``ValueError`` (the guard's, or e.g. a distribution built from NaN logits) is
       re-raised as ``TrialPruned(reason)`` with the reason stored in the trial's ``stop_reason`` user
       attribute, and a non-finite final evaluation prunes the trial the same way (Optuna would mark a NaN
