@@ -13,13 +13,13 @@ WORKERS ?= 2
 # the networks are tiny: one torch thread per process is faster than oversubscribed cores
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: install test test-fast demo lint format type benchmark-overhead clean
+.PHONY: install test test-fast demo lint format type docs benchmark-overhead clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH)"
-	$(PY) -m pip install --quiet -e ".[zoo,mujoco,tests,benchmarks]"
+	$(PY) -m pip install --quiet -e ".[zoo,mujoco,tests,benchmarks,docs]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -47,18 +47,24 @@ demo: $(STAMP)
 	echo "watch it:     cd $(DEMO_DIR) && ../$(PY) -m rl_zoo3.enjoy --algo ppo_kl --env CartPole-v1 -f logs/"
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check sb3_ppo_variants tests zoo_hook benchmarks
-	$(VENV)/bin/ruff format --check sb3_ppo_variants tests zoo_hook benchmarks
+	$(VENV)/bin/ruff check sb3_ppo_variants tests zoo_hook benchmarks docs/conf.py
+	$(VENV)/bin/ruff format --check sb3_ppo_variants tests zoo_hook benchmarks docs/conf.py
 
 format: $(STAMP)
-	$(VENV)/bin/ruff format sb3_ppo_variants tests zoo_hook benchmarks
-	$(VENV)/bin/ruff check --fix sb3_ppo_variants tests zoo_hook benchmarks
+	$(VENV)/bin/ruff format sb3_ppo_variants tests zoo_hook benchmarks docs/conf.py
+	$(VENV)/bin/ruff check --fix sb3_ppo_variants tests zoo_hook benchmarks docs/conf.py
 
 type: $(STAMP)
 	$(VENV)/bin/mypy
+
+## The documentation site (docs/_build/html) with warnings as errors, then its code examples as doctests
+## (both builders share the parsed pages in docs/_build/doctrees; nothing is downloaded)
+docs: $(STAMP)
+	$(VENV)/bin/sphinx-build -q -W --keep-going -d docs/_build/doctrees -b html docs docs/_build/html
+	$(VENV)/bin/sphinx-build -q -W --keep-going -d docs/_build/doctrees -b doctest docs docs/_build/doctest
 
 benchmark-overhead: $(STAMP)
 	$(PY) -m benchmarks.overhead
 
 clean:
-	rm -rf $(VENV) $(DEMO_DIR) build dist *.egg-info
+	rm -rf $(VENV) $(DEMO_DIR) build dist *.egg-info docs/_build
