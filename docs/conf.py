@@ -5,6 +5,7 @@ Nothing is fetched at build time: no intersphinx, no remote images.
 """
 
 import os
+import re
 import sys
 
 # the package is installed in the venv (editable); the path makes a plain checkout build too
@@ -59,3 +60,23 @@ _docs_tmp.cleanup()
 html_theme = "sphinx_rtd_theme"
 html_title = f"sb3_ppo_variants {release}"
 html_static_path = ["_static"] if os.path.isdir(os.path.join(os.path.dirname(__file__), "_static")) else []
+
+# The plot command's and the zoo tools' pages are written separately: index.rst gets a toctree of whichever of
+# them exist (at its TOOL_PAGES comment), so the site builds without them and a new one is never "not included in
+# any toctree"; index is re-read on every build so that a page added later is picked up.
+TOOL_PAGES = ("plot", "zoo_tools")
+
+
+def _tool_pages_toctree(app, docname, source):
+    if docname != "index":
+        return
+    here = os.path.dirname(os.path.abspath(__file__))
+    pages = [page for page in TOOL_PAGES if any(os.path.exists(os.path.join(here, page + suffix)) for suffix in source_suffix)]
+    if pages:
+        toctree = ".. toctree::\n  :maxdepth: 1\n  :caption: Tools\n\n" + "".join(f"  {page}\n" for page in pages)
+        source[0] = re.sub(r"^\.\. TOOL_PAGES:.*$", toctree, source[0], count=1, flags=re.MULTILINE)
+
+
+def setup(app):
+    app.connect("source-read", _tool_pages_toctree)
+    app.connect("env-get-outdated", lambda app, env, added, changed, removed: ["index"])
