@@ -7,7 +7,7 @@ Each update loop calls it at a few fixed points:
   minibatch; ``OldPolicy.measure(policy)`` after the update gives the ``PolicyChange`` (per-state KL, log-ratios).
 - ``diagnostics.begin_update()``, ``diagnostics.add_minibatch(...)`` per optimizer step (PPO family), and
   ``diagnostics.record(logger, change, ...)`` once per update, which writes the shared ``train/`` keys that the
-  README's metrics table documents.
+  metrics table of docs/diagnostics.md documents.
 
 ``make_diagnostics(level)`` gives the object for a level; ``"off"`` gets one that does nothing. Every forward
 pass of the layer runs inside ``measuring(policy)``: eval mode (no dropout, no batch-norm statistics update),

@@ -53,7 +53,7 @@ class PPOClip(InstrumentedPPO):
     :param seed: Seed for the pseudo random generators
     :param device: Device (cpu, cuda, ...) on which the code should be run.
     :param diagnostics: ``"off"`` (SB3 PPO's keys only), ``"basic"`` (default: the shared diagnostics,
-        cheap) or ``"full"`` (adds per-state KL histogram and maximum); see the README's metrics table
+        cheap) or ``"full"`` (adds per-state KL histogram and maximum); see docs/diagnostics.md
     :param _init_setup_model: Whether or not to build the network at the creation of the instance
     """
 

@@ -133,7 +133,7 @@ class REINFORCE(MeasuredAlgorithm, OnPolicyAlgorithm):
     :param device: Device (cpu, cuda, ...) on which the code should be run.
     :param diagnostics: ``"off"`` (losses and baseline only), ``"basic"`` (default: the shared diagnostics, cheap)
         or ``"full"`` (adds ``grad_variance``, which needs per-episode gradients, and the per-state KL maximum;
-        with ``baseline="optimal"`` ``grad_variance`` is free and logged from ``"basic"`` on); see the README's metrics table
+        with ``baseline="optimal"`` ``grad_variance`` is free and logged from ``"basic"`` on); see docs/diagnostics.md
     :param _init_setup_model: Whether or not to build the network at the creation of the instance
     """
 

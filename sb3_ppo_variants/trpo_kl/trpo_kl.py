@@ -183,7 +183,7 @@ class TRPOKL(GuardedRollouts, MeasuredAlgorithm, TRPO):
     :param diagnostics: ``"off"`` (sb3-contrib TRPO's keys only, plus ``nonfinite_steps``), ``"basic"``
         (default: the trust-region and shared diagnostics; costs one extra forward pass over the rollout per
         update) or ``"full"`` (adds ``grad_snr``: one extra forward and backward pass per ``batch_size`` chunk
-        of the rollout, costly); see the README's metrics table
+        of the rollout, costly); see docs/diagnostics.md
     :param _init_setup_model: Whether or not to build the network at the creation of the instance
     """
 
