@@ -191,3 +191,25 @@ def test_unchanged_zoo_train_reaches_475_on_cartpole(tmp_path, algo):
         ["-m", "rl_zoo3.enjoy", "--algo", algo, "--env", "CartPole-v1", "-f", "logs", "-n", "600", "--no-render"], cwd=tmp_path
     )
     assert "Mean reward" in result.stdout or "Atari" in result.stdout or result.returncode == 0
+
+
+def test_launcher_help_lists_the_routes(capsys):
+    from sb3_ppo_variants.zoo.__main__ import NOT_ROUTED, ROUTES, main
+
+    main(["--help"])
+    text = capsys.readouterr().out
+    assert {"train", "enjoy", "record_video"} <= set(ROUTES)
+    assert all(f"  {route} " in text for route in (*ROUTES, *NOT_ROUTED))
+    with pytest.raises(SystemExit) as error:
+        main(["benchmark"])
+    assert error.value.code == 2
+    assert "unknown route 'benchmark'" in capsys.readouterr().err
+
+
+@integration
+def test_launcher_help_exits_0_and_routes_record_video(tmp_path):
+    result = run(["-m", "sb3_ppo_variants.zoo", "--help"], cwd=tmp_path, hook=False)
+    assert "record_video" in result.stdout and "train" in result.stdout
+    # a route's own --help is rl-zoo3's, with our keys registered (the hook is off)
+    result = run(["-m", "sb3_ppo_variants.zoo", "record_video", "--help"], cwd=tmp_path, hook=False)
+    assert "ppo_kl" in result.stdout and "--output-folder" in result.stdout
