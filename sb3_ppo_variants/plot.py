@@ -194,13 +194,21 @@ def _zoo_tensorboard_run(zoo_run: Path) -> Path | None:
     """
     import yaml
 
+    class ArgsLoader(yaml.SafeLoader):
+        """A safe loader that also reads the one Python tag the zoo writes (its arguments as an OrderedDict)."""
+
+    def ordered_dict(loader: yaml.SafeLoader, node: yaml.SequenceNode) -> dict[str, Any]:
+        (pairs,) = loader.construct_sequence(node, deep=True)
+        return dict(pairs)
+
+    ArgsLoader.add_constructor("tag:yaml.org,2002:python/object/apply:collections.OrderedDict", ordered_dict)
     match = COUNTER.match(zoo_run.name)
     args_file = zoo_run / match["name"] / "args.yml" if match else None
     if args_file is None or not args_file.is_file():
         return None
     with open(args_file) as file:
-        loaded = yaml.load(file, Loader=yaml.UnsafeLoader)  # the zoo dumps an OrderedDict
-    args = dict(loaded) if loaded else {}
+        loaded = yaml.load(file, Loader=ArgsLoader)
+    args = dict(loaded) if isinstance(loaded, dict) else {}
     tensorboard_log, env = args.get("tensorboard_log"), args.get("env")
     if not tensorboard_log or not env:
         return None
@@ -209,10 +217,28 @@ def _zoo_tensorboard_run(zoo_run: Path) -> Path | None:
         candidates = [zoo_run.parents[2] / root, Path.cwd() / root]
         root = next((c for c in candidates if c.is_dir()), candidates[0])
     runs = [f for f in (root / str(env)).glob("*_*") if f.is_dir() and _has_events(f)]
+    # the runs of this algorithm (its TensorBoard name is our class name, or SB3's upper-case key), if any
+    same_algorithm = [
+        f for f in runs if CLASS_TO_KEY.get(f.name.rsplit("_", 1)[0], f.name.rsplit("_", 1)[0].lower()) == zoo_run.parent.name
+    ]
+    runs = same_algorithm or runs
     if not runs:
         return None
     started = args_file.stat().st_mtime  # written just before learning starts
-    return min(runs, key=lambda f: abs(min(e.stat().st_mtime for e in f.glob("events.out.tfevents.*")) - started))
+    return min(runs, key=lambda f: abs(_events_started(f) - started))
+
+
+def _events_started(folder: Path) -> float:
+    """When the first event file of a TensorBoard run folder was created.
+
+    :param folder: a TensorBoard run folder
+    :return: the Unix time in the first event file's name (``events.out.tfevents.<time>.<host>...``)
+    """
+    times = []
+    for events in folder.glob("events.out.tfevents.*"):
+        stamp = events.name.split(".")[3]
+        times.append(float(stamp) if stamp.isdigit() else events.stat().st_mtime)
+    return min(times)
 
 
 def find_runs(folder: Path, label: str | None = None, argument: str = "folders") -> list[Run]:

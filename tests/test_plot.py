@@ -100,9 +100,12 @@ def test_zoo_run_folders_find_their_tensorboard_runs_through_args_yml(zoo_logs, 
         os.utime(params / "args.yml", (started, started))
         tensorboard_run = tmp_path / "tb" / "CartPole-v1" / f"PPOKL_{k}"
         tensorboard_run.mkdir(parents=True)
-        copy = tensorboard_run / events[seed].name
-        copy.write_bytes(events[seed].read_bytes())
-        os.utime(copy, (started + 3, started + 3))
+        # the event file's name carries its creation time (SummaryWriter: events.out.tfevents.<time>.<host>.<pid>.<n>)
+        (tensorboard_run / f"events.out.tfevents.{int(started) + 3}.host.1.0").write_bytes(events[seed].read_bytes())
+    # another algorithm's run, started closer in time, is not taken
+    other = tmp_path / "tb" / "CartPole-v1" / "PPOClip_1"
+    other.mkdir()
+    (other / "events.out.tfevents.1001.host.1.0").write_bytes(events[1].read_bytes())
     runs = find_runs(tmp_path / "logs" / "ppo_kl")
     assert [(run.label, run.path.name) for run in runs] == [("ppo_kl", "CartPole-v1_1"), ("ppo_kl", "CartPole-v1_2")]
     for run, seed in zip(runs, SEEDS, strict=True):
