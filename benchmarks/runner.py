@@ -422,6 +422,8 @@ class Experiment:
     :param write_figures: (stored runs, content of ``results.json``, folder) -> None; writes what needs the runs
         themselves (figures)
     :param folders: profile -> its folder, where not ``benchmarks/results/<name>/<profile>``
+    :param row_key: row of ``results.json`` -> its (algorithm key, environment id), for experiments whose
+        ``results.json`` is ``{"rows": [...], ...}`` with one row per cell: ``--only`` then refreshes some cells
     """
 
     name: str
@@ -433,22 +435,46 @@ class Experiment:
     write_report: Callable[[dict[str, Any], Path], str]
     write_figures: Callable[[dict[str, dict], dict[str, Any], Path], None] | None = None
     folders: dict[str, Path] = field(default_factory=dict)
+    row_key: Callable[[dict[str, Any]], tuple[str, str]] | None = None
 
 
-def report(experiment: Experiment, out_dir: Path, profile: dict[str, Any]) -> str:
+def _only(spec: RunSpec, cells: list[str]) -> bool:
+    """Whether a spec belongs to one of the ``ALGO:ENV`` cells (``ALGO`` alone: every environment)."""
+    return any(f"{spec.algo}:{spec.env_id}" == cell or spec.algo == cell for cell in cells)
+
+
+def refresh_cells(experiment: Experiment, out_dir: Path, profile: dict[str, Any], cells: list[str]) -> None:
+    """
+    ``--only``: replace, in the stored ``results.json``, the rows of the cells that were just rerun (their runs are in
+    ``runs/``) and keep every other row as it is (``runs/`` is not in the repository; the other cells are not rerun).
+    """
+    assert experiment.row_key is not None
+    runs = {run_id: run for run_id, run in load_runs(out_dir / "runs").items() if _only(RunSpec(**run["spec"]), cells)}
+    fresh = experiment.summarise(runs, profile)
+    path = out_dir / "results.json"
+    stored = json.loads(path.read_text()) if path.exists() else {**fresh, "rows": []}
+    replaced = {experiment.row_key(row) for row in fresh["rows"]}
+    kept = [row for row in stored["rows"] if experiment.row_key(row) not in replaced]
+    order = {experiment.row_key(row): i for i, row in enumerate(stored["rows"])}
+    stored["rows"] = sorted([*kept, *fresh["rows"]], key=lambda row: order.get(experiment.row_key(row), len(order)))
+    path.write_text(json.dumps(stored, indent=1) + "\n")
+
+
+def report(experiment: Experiment, out_dir: Path, profile: dict[str, Any], from_runs: bool = True) -> str:
     """
     Write the report of the results in ``out_dir``: from the stored runs when there are any (``results.json``, then
     the figures and the files derived from ``results.json``); else from ``results.json`` alone (the committed results:
     ``runs/`` is not in the repository), leaving the figures as they are.
 
+    :param from_runs: False: from ``results.json`` alone even when runs are stored (after ``--only``)
     :return: the text to print
     """
-    runs = load_runs(out_dir / "runs")
+    runs = load_runs(out_dir / "runs") if from_runs else {}
     path = out_dir / "results.json"
     if runs:
         path.write_text(json.dumps(experiment.summarise(runs, profile), indent=1) + "\n")
     elif path.exists():
-        print(f"no stored runs in {out_dir / 'runs'}: report regenerated from results.json, figures kept", file=sys.stderr)
+        print(f"report regenerated from {path}, figures kept", file=sys.stderr)
     else:
         raise SystemExit(f"nothing to report: neither runs nor results.json in {out_dir}")
     # what results.json holds, not the objects it was written from: the committed file alone regenerates the same report
@@ -468,14 +494,28 @@ def main(experiment: Experiment, argv: list[str] | None = None) -> Path:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = experiment_parser(experiment.doc, experiment.profiles, experiment.default_profile)
     parser.add_argument("--workers", type=int, default=None, help="parallel runs (default: the core count)")
+    if experiment.row_key is not None:
+        parser.add_argument(
+            "--only",
+            nargs="+",
+            metavar="ALGO[:ENV]",
+            help="rerun only these cells and replace them in the stored results.json (the other rows are kept)",
+        )
     args = parser.parse_args(argv)
     name, out_dir = profile_and_output(args, experiment.name, experiment.folders)
     profile = experiment.profiles[name]
+    only = getattr(args, "only", None)
     if not args.report_only:
-        specs = experiment.make_specs(profile)
+        specs = [spec for spec in experiment.make_specs(profile) if only is None or _only(spec, only)]
+        if not specs:
+            raise SystemExit(f"--only {only}: no run of profile {name!r} matches (ALGO or ALGO:ENV, e.g. ppo_kl:CartPole-v1)")
         command = command_line(experiment.name, argv)
         write_manifest(out_dir, experiment.name, command, name, specs, {"profile_settings": profile})
         run_all(specs, out_dir / "runs", workers=args.workers, desc=f"{experiment.name}/{name}")
+        if only is not None:
+            refresh_cells(experiment, out_dir, profile, only)
+            print(report(experiment, out_dir, profile, from_runs=False))
+            return out_dir
     print(report(experiment, out_dir, profile))
     print(f"results: {out_dir}", file=sys.stderr)
     return out_dir

@@ -17,6 +17,7 @@ episodes (under-trained wherever the zoo budget is larger: the table says which 
     python -m benchmarks.zoo_table --profile full
     python -m benchmarks.zoo_table --smoke                         # CI smoke test (seconds)
     python -m benchmarks.zoo_table --profile quick --report-only   # the report from the stored results
+    python -m benchmarks.zoo_table --profile quick --only ppo_kl:CartPole-v1   # rerun one cell, keep the other rows
 
 Results go to ``benchmarks/results/zoo_table/<profile>/`` (``--output`` elsewhere).
 """
@@ -200,7 +201,9 @@ def markdown(result: dict, envs: list[str], out_dir: Path) -> str:
     return "\n".join(lines)
 
 
-EXPERIMENT = runner.Experiment("zoo_table", __doc__, PROFILES, "quick", make_specs, summarise, write_report)
+EXPERIMENT = runner.Experiment(
+    "zoo_table", __doc__, PROFILES, "quick", make_specs, summarise, write_report, row_key=lambda row: (row["key"], row["env"])
+)
 
 if __name__ == "__main__":
     runner.main(EXPERIMENT)

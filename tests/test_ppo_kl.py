@@ -135,3 +135,44 @@ def test_default_clip_range_survives_a_round_trip_of_the_arguments():
     default = inspect.signature(PPOKL).parameters["clip_range"].default
     for value in (json.loads(json.dumps(default)), copy.deepcopy(default), default):
         assert PPOKL("MlpPolicy", "CartPole-v1", clip_range=value, **FAST).clip_range is None
+
+
+@pytest.mark.slow
+def test_resuming_the_shipped_cartpole_entry_keeps_the_step_near_the_target(tmp_path):
+    """
+    Train with the shipped CartPole-v1 entry (learning rate annealed linearly to 0), save, resume with the schedule
+    restarted (as rl-zoo3's ``-i`` does): the first three updates stay within 3x kl_target. Without the hold on beta
+    (kl_hold_lr_fraction=0) beta followed the learning rate down to its floor and the resumed updates had KL 0.8-4.9.
+    """
+    import yaml
+    from stable_baselines3.common.callbacks import BaseCallback
+    from stable_baselines3.common.env_util import make_vec_env
+
+    from sb3_ppo_variants.zoo import hyperparams_file
+
+    entry = dict(yaml.safe_load(hyperparams_file("ppo_kl").read_text())["CartPole-v1"])
+    n_envs, n_timesteps, policy = entry.pop("n_envs"), int(entry.pop("n_timesteps")), entry.pop("policy")
+    initial_lr = float(entry.pop("learning_rate").removeprefix("lin_"))
+
+    def schedule(progress_remaining: float) -> float:
+        return progress_remaining * initial_lr
+
+    env = make_vec_env("CartPole-v1", n_envs=n_envs, seed=0)
+    model = PPOKL(policy, env, learning_rate=schedule, seed=0, **entry).learn(n_timesteps)
+    model.save(tmp_path / "model.zip")
+
+    resumed_kls: list[float] = []
+
+    class FirstUpdates(BaseCallback):
+        def _on_rollout_start(self) -> None:
+            if "train/policy_kl" in self.model.logger.name_to_value:
+                resumed_kls.append(self.model.logger.name_to_value["train/policy_kl"])
+
+        def _on_step(self) -> bool:
+            return len(resumed_kls) < 3
+
+    resumed = PPOKL.load(tmp_path / "model.zip", env=env, learning_rate=schedule, kl_target=entry["kl_target"])
+    resumed.set_logger(silent_logger())
+    resumed.learn(n_timesteps, callback=FirstUpdates())
+    assert len(resumed_kls) == 3
+    assert max(resumed_kls) <= 3 * entry["kl_target"], resumed_kls

@@ -27,11 +27,26 @@ class KLController(ABC):
     :param kl_target: target KL per update d_targ (> 0)
     :param kl_coef_min: lower bound on beta (> 0)
     :param kl_coef_max: upper bound on beta (> kl_coef_min); guards against an exploding penalty
+    :param kl_hold_lr_fraction: beta is not decreased while the learning rate is below this fraction of its initial
+        value (in [0, 1]; 0: never held). An annealed learning rate shrinks the step whatever beta is, so without the
+        hold the controller answers a schedule going to 0 by halving beta at every late update down to its floor,
+        and a resumed run (schedule restarted) then takes huge steps.
     """
 
     name: str = ""
+    #: beta decreases held since construction (saved with the model; models saved before it was added read 0)
+    n_held: int = 0
+    kl_hold_lr_fraction: float = 0.0
 
-    def __init__(self, kl_coef: float, kl_target: float, kl_coef_min: float = 1e-6, kl_coef_max: float = 1e6) -> None:
+    def __init__(
+        self,
+        kl_coef: float,
+        kl_target: float,
+        kl_coef_min: float = 1e-6,
+        kl_coef_max: float = 1e6,
+        kl_hold_lr_fraction: float = 0.0,
+    ) -> None:
+        check_float("kl_hold_lr_fraction", kl_hold_lr_fraction, low=0.0, high=1.0)
         for name, value in (
             ("kl_coef", kl_coef),
             ("kl_target", kl_target),
@@ -47,24 +62,30 @@ class KLController(ABC):
         self.kl_target = float(kl_target)
         self.kl_coef_min = float(kl_coef_min)
         self.kl_coef_max = float(kl_coef_max)
+        self.kl_hold_lr_fraction = float(kl_hold_lr_fraction)
         self.n_bound_hits = 0  # how many updates ended with beta clipped to a bound
+        self.n_held = 0
         self._warned = False
 
     @abstractmethod
     def _proposal(self, kl: float) -> float:
         """:return: the new beta before it is clipped to the bounds"""
 
-    def update(self, kl: float) -> float:
+    def update(self, kl: float, lr_fraction: float = 1.0) -> float:
         """
         Adapt beta once, after a whole policy update.
 
         :param kl: mean KL(pi_old || pi_new) of that update; a non-finite value leaves beta unchanged
+        :param lr_fraction: the learning rate of that update divided by the initial one (a schedule's progress)
         :return: the new beta
         """
         if not math.isfinite(kl):
             warnings.warn(f"KL controller received a non-finite KL ({kl}); beta left at {self.kl_coef}")
             return self.kl_coef
         proposal = self._proposal(float(kl))
+        if proposal < self.kl_coef and lr_fraction < self.kl_hold_lr_fraction:
+            self.n_held += 1
+            return self.kl_coef
         clipped = min(max(proposal, self.kl_coef_min), self.kl_coef_max)
         if clipped != proposal:
             self.n_bound_hits += 1
@@ -148,6 +169,7 @@ def make_kl_controller(
     kl_gain: float = 0.1,
     kl_coef_min: float = 1e-6,
     kl_coef_max: float = 1e6,
+    kl_hold_lr_fraction: float = 0.0,
 ) -> KLController:
     """
     Build the controller named by ``kl_controller`` (one of ``KL_CONTROLLERS``), validating every argument.
@@ -155,9 +177,9 @@ def make_kl_controller(
     :return: the controller
     """
     check_choice("kl_controller", kl_controller, KL_CONTROLLERS)
-    bounds = dict(kl_coef_min=kl_coef_min, kl_coef_max=kl_coef_max)
+    common = dict(kl_coef_min=kl_coef_min, kl_coef_max=kl_coef_max, kl_hold_lr_fraction=kl_hold_lr_fraction)
     if kl_controller == "adaptive":
-        return AdaptiveKLController(kl_coef, kl_target, tolerance=kl_tolerance, factor=kl_factor, **bounds)
+        return AdaptiveKLController(kl_coef, kl_target, tolerance=kl_tolerance, factor=kl_factor, **common)
     if kl_controller == "fixed":
-        return FixedKLController(kl_coef, kl_target, **bounds)
-    return ProportionalKLController(kl_coef, kl_target, gain=kl_gain, **bounds)
+        return FixedKLController(kl_coef, kl_target, **common)
+    return ProportionalKLController(kl_coef, kl_target, gain=kl_gain, **common)

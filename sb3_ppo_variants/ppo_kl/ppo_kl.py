@@ -1,9 +1,13 @@
+import io
+import pathlib
+import warnings
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import torch as th
 from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
+from stable_baselines3.common.save_util import load_from_zip_file
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 
 from sb3_ppo_variants.common.diagnostics import DIAGNOSTICS_LEVELS, DiagnosticsLevel, OldPolicy, PolicyChange
@@ -14,6 +18,19 @@ from sb3_ppo_variants.ppo_kl.kl_control import KLController, KLControllerName, m
 from sb3_ppo_variants.ppo_kl.policies import CnnPolicy, MlpPolicy, MultiInputPolicy
 
 SelfPPOKL = TypeVar("SelfPPOKL", bound="PPOKL")
+
+# the constructor's arguments that define the KL controller (``load`` and ``configure_kl_control`` take them)
+_CONTROLLER_SETTINGS = (
+    "kl_controller",
+    "kl_coef",
+    "kl_target",
+    "kl_tolerance",
+    "kl_factor",
+    "kl_gain",
+    "kl_coef_min",
+    "kl_coef_max",
+    "kl_hold_lr_fraction",
+)
 
 
 class PPOKL(InstrumentedPPO):
@@ -69,10 +86,13 @@ class PPOKL(InstrumentedPPO):
     :param kl_gain: proportional controller: K_beta (> 0, Ziegler et al. 0.1)
     :param kl_coef_min: lower bound of beta (> 0); hitting a bound warns once and is logged
     :param kl_coef_max: upper bound of beta (> kl_coef_min)
+    :param kl_hold_lr_fraction: beta is not decreased while the learning rate is below this fraction of its initial
+        value (in [0, 1], 0: never held): an annealed learning rate shrinks the step whatever beta is, and without
+        the hold beta follows a schedule going to 0 down to ``kl_coef_min`` (a resumed run then takes huge steps)
     :param kl_estimator: KL used in the penalty and for d: ``"analytic"`` (exact KL of SB3's categorical,
         diagonal Gaussian, multi-categorical and Bernoulli distributions), ``"sample"`` (k3 estimator on the
         rollout actions) or ``"auto"`` (analytic where defined, sample otherwise)
-    :param diagnostics: ``"off"``, ``"basic"`` (default) or ``"full"``; see the README's metrics table
+    :param diagnostics: ``"off"``, ``"basic"`` (default) or ``"full"``; see docs/diagnostics.md
     :param _init_setup_model: Whether or not to build the network at the creation of the instance
     """
 
@@ -119,6 +139,7 @@ class PPOKL(InstrumentedPPO):
         kl_gain: float = 0.1,
         kl_coef_min: float = 1e-6,
         kl_coef_max: float = 1e6,
+        kl_hold_lr_fraction: float = 0.5,
         kl_estimator: KLEstimator = "auto",
         diagnostics: DiagnosticsLevel = "basic",
         _init_setup_model: bool = True,
@@ -134,6 +155,7 @@ class PPOKL(InstrumentedPPO):
             kl_gain=kl_gain,
             kl_coef_min=kl_coef_min,
             kl_coef_max=kl_coef_max,
+            kl_hold_lr_fraction=kl_hold_lr_fraction,
         )
         check_choice("kl_estimator", kl_estimator, KL_ESTIMATORS)
         check_choice("diagnostics", diagnostics, DIAGNOSTICS_LEVELS)
@@ -167,8 +189,16 @@ class PPOKL(InstrumentedPPO):
         )
         self.diagnostics = diagnostics
         self.kl_estimator = kl_estimator
-        self.kl_target = kl_target
+        # the controller's settings (what ``load(path, kl_...=...)`` reconfigures), and the controller with beta
         self.kl_controller = kl_controller
+        self.kl_coef = kl_coef
+        self.kl_target = kl_target
+        self.kl_tolerance = kl_tolerance
+        self.kl_factor = kl_factor
+        self.kl_gain = kl_gain
+        self.kl_coef_min = kl_coef_min
+        self.kl_coef_max = kl_coef_max
+        self.kl_hold_lr_fraction = kl_hold_lr_fraction
         self.kl_control = kl_control
         if _init_setup_model:
             self._setup_model()
@@ -202,11 +232,71 @@ class PPOKL(InstrumentedPPO):
         policy_kl = change.kl.mean().item()
         self.logger.record("train/kl_coef", self.kl_control.kl_coef)  # the beta used by this update
         self.logger.record("train/kl_target", self.kl_control.kl_target)
-        self.kl_control.update(policy_kl)
+        # the learning rate of this update relative to the initial one (a schedule's progress; 1 for a constant)
+        lr_fraction = self.lr_schedule(self._current_progress_remaining) / self.lr_schedule(1.0)
+        self.kl_control.update(policy_kl, lr_fraction=lr_fraction)
         self.logger.record("train/kl_coef_next", self.kl_control.kl_coef)
         self.logger.record("train/kl_coef_bound_hits", self.kl_control.n_bound_hits)
+        self.logger.record("train/kl_coef_held", self.kl_control.n_held)
         if not np.isfinite(policy_kl):
             self.logger.record("train/kl_nonfinite", 1)
+
+    def _excluded_save_params(self) -> list[str]:
+        # "no clipping" (None) is PPOKL's default and is not saved: stable_baselines3.PPO.load then reads its own
+        # default (0.2, clipped PPO) instead of failing on None; PPOKL.load reads PPOKL's default back
+        excluded = super()._excluded_save_params()
+        return [*excluded, "clip_range"] if self.clip_range is None else excluded
+
+    @classmethod
+    def load(  # type: ignore[override]
+        cls: type[SelfPPOKL],
+        path: str | pathlib.Path | io.BufferedIOBase,
+        env: GymEnv | None = None,
+        device: th.device | str = "auto",
+        custom_objects: dict[str, Any] | None = None,
+        print_system_info: bool = False,
+        force_reset: bool = True,
+        **kwargs: Any,
+    ) -> SelfPPOKL:
+        """
+        SB3's ``load``, plus:
+
+        - ``kl_*`` arguments reconfigure the saved controller (beta is kept unless ``kl_coef`` is given; it is then
+          the new beta), with every argument validated as in the constructor;
+        - a zip saved by another algorithm (e.g. ``stable_baselines3.PPO``: no KL controller in it) loads without its
+          clipping (PPOKL's default) unless ``clip_range`` is passed, with a warning that says so.
+        """
+        data, _, _ = load_from_zip_file(path, device=device, custom_objects=custom_objects)
+        if data is not None and "kl_control" not in data and "clip_range" not in kwargs:
+            warnings.warn(
+                f"{cls.__name__}.load: the file was not saved by {cls.__name__} (no KL controller in it); its clip_range is "
+                "dropped (pure KL penalty, the default) and the KL controller starts from the constructor's defaults "
+                "or the kl_* arguments given. Pass clip_range=... to load to keep a clipping range."
+            )
+            kwargs["clip_range"] = None
+        reconfigure = {name: kwargs[name] for name in _CONTROLLER_SETTINGS if name in kwargs}
+        model = super().load(path, env, device, custom_objects, print_system_info, force_reset, **kwargs)
+        if reconfigure:
+            model.configure_kl_control(**reconfigure)
+        return model
+
+    def configure_kl_control(self, **settings: Any) -> None:
+        """
+        Change the KL controller's settings (any of the constructor's ``kl_*`` controller arguments). Beta is kept,
+        within the new bounds, unless ``kl_coef`` is given: it is then the new beta.
+
+        :param settings: e.g. ``kl_target=0.02, kl_controller="proportional"``
+        """
+        unknown = set(settings) - set(_CONTROLLER_SETTINGS)
+        if unknown:
+            raise ValueError(f"configure_kl_control takes {_CONTROLLER_SETTINGS}, got {sorted(unknown)}")
+        current = {name: getattr(self, name) for name in _CONTROLLER_SETTINGS} | settings
+        if "kl_coef" not in settings:
+            current["kl_coef"] = min(max(self.kl_control.kl_coef, current["kl_coef_min"]), current["kl_coef_max"])
+        controller = make_kl_controller(**current)
+        for name, value in settings.items():
+            setattr(self, name, value)
+        self.kl_control = controller
 
     def learn(
         self: SelfPPOKL,
