@@ -288,12 +288,27 @@ def run_all(specs: list[RunSpec], run_dir: Path, workers: int | None = None, des
 
 
 def write_manifest(
-    out_dir: Path, experiment: str, command: str, profile: str, specs: list[RunSpec], extra: dict | None = None
+    out_dir: Path,
+    experiment: str,
+    command: str,
+    profile: str,
+    specs: list[RunSpec],
+    extra: dict | None = None,
+    refresh: bool = False,
 ) -> None:
-    """``manifest.json``: the exact command of every invocation, the software versions, every spec."""
+    """
+    ``manifest.json``: the exact command of every invocation, the software versions, every spec.
+
+    :param refresh: ``--only``: the specs replace those of the same run id and the others stay, and the command that
+        produced the table stays the profile's (the refresh is in the invocations)
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "manifest.json"
     previous = json.loads(path.read_text()) if path.exists() else {}
+    new_specs = [json.loads(json.dumps(asdict(spec), default=_jsonable)) for spec in specs]
+    if refresh and previous:
+        replaced = {spec["run_id"] for spec in new_specs}
+        new_specs = [*(spec for spec in previous.get("specs", []) if spec["run_id"] not in replaced), *new_specs]
     invocations = [
         *previous.get("invocations", []),
         {"command": command, "utc": datetime.now(timezone.utc).isoformat(timespec="seconds")},
@@ -301,12 +316,12 @@ def write_manifest(
     manifest = {
         "experiment": experiment,
         "profile": profile,
-        "command": command,
+        "command": previous.get("command", command) if refresh else command,
         "invocations": invocations,
         "versions": software_versions(),
         "cpu_count": os.cpu_count(),
         **(extra or {}),
-        "specs": [json.loads(json.dumps(asdict(spec), default=_jsonable)) for spec in specs],
+        "specs": new_specs,
     }
     path.write_text(json.dumps(manifest, indent=1) + "\n")
 
@@ -510,7 +525,7 @@ def main(experiment: Experiment, argv: list[str] | None = None) -> Path:
         if not specs:
             raise SystemExit(f"--only {only}: no run of profile {name!r} matches (ALGO or ALGO:ENV, e.g. ppo_kl:CartPole-v1)")
         command = command_line(experiment.name, argv)
-        write_manifest(out_dir, experiment.name, command, name, specs, {"profile_settings": profile})
+        write_manifest(out_dir, experiment.name, command, name, specs, {"profile_settings": profile}, refresh=only is not None)
         run_all(specs, out_dir / "runs", workers=args.workers, desc=f"{experiment.name}/{name}")
         if only is not None:
             refresh_cells(experiment, out_dir, profile, only)
