@@ -264,6 +264,15 @@ class Diagnostics:
         :param approx_kl: also log ``approx_kl`` (k3 on the batch, after the update) for algorithms whose loop
             does not estimate it per minibatch
         """
+        for key, value in self._values(change, clip_range, approx_kl).items():
+            logger.record(f"train/{key}", value)
+        if self.level == "full" and change is not None and change.kl.numel() > 0:
+            logger.record("train/policy_kl_max", change.kl.max().item())
+            logger.record("train/policy_kl_hist", change.kl.detach().cpu(), exclude=("stdout", "log", "json", "csv"))
+
+    def _values(self, change: PolicyChange | None, clip_range: float | None, approx_kl: bool) -> dict[str, float]:
+        """:return: the scalar keys of the update (none at ``"off"``)"""
+        return {}
 
 
 class BasicDiagnostics(Diagnostics):
@@ -304,19 +313,6 @@ class BasicDiagnostics(Diagnostics):
             values["grad_norm"] = self._gradients.mean_norm()
             values["grad_snr"] = self._gradients.snr()
         return values
-
-    def record(
-        self,
-        logger: Logger,
-        change: PolicyChange | None,
-        clip_range: float | None = None,
-        approx_kl: bool = False,
-    ) -> None:
-        for key, value in self._values(change, clip_range, approx_kl).items():
-            logger.record(f"train/{key}", value)
-        if self.level == "full" and change is not None and change.kl.numel() > 0:
-            logger.record("train/policy_kl_max", change.kl.max().item())
-            logger.record("train/policy_kl_hist", change.kl.detach().cpu(), exclude=("stdout", "log", "json", "csv"))
 
 
 class FullDiagnostics(BasicDiagnostics):
