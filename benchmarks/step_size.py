@@ -8,7 +8,9 @@ rollout states, the package's shared diagnostic) and, for PPOKL, ``train/kl_coef
 One figure: KL per update on a log scale against environment steps, beta on a twin axis.
 
 Note: the CartPole entries of PPOKL and PPOClip use a linear learning-rate schedule (``lin_0.001``): as the rate
-decays to 0 the steps shrink, and PPOKL's adaptive rule halves beta at every update down to ``kl_coef_min``.
+decays to 0 the steps shrink; PPOKL holds beta (no decrease) once the rate is below half its start
+(``kl_hold_lr_fraction``), where it used to halve beta at every update down to ``kl_coef_min``
+(``step_size_before_beta_hold.png``: the previous code's figure).
 
     python -m benchmarks.step_size                  # the committed results (profile quick: a few minutes on 2 cores)
     python -m benchmarks.step_size --profile full   # seeds 0, 1, 2
