@@ -232,8 +232,10 @@ class PPOKL(InstrumentedPPO):
         policy_kl = change.kl.mean().item()
         self.logger.record("train/kl_coef", self.kl_control.kl_coef)  # the beta used by this update
         self.logger.record("train/kl_target", self.kl_control.kl_target)
-        # the learning rate of this update relative to the initial one (a schedule's progress; 1 for a constant)
-        lr_fraction = self.lr_schedule(self._current_progress_remaining) / self.lr_schedule(1.0)
+        # the learning rate of this update relative to the initial one (a schedule's progress; 1 for a constant, and
+        # for a schedule that starts at 0, a warm-up, whose decay the hold cannot measure)
+        initial_lr = self.lr_schedule(1.0)
+        lr_fraction = self.lr_schedule(self._current_progress_remaining) / initial_lr if initial_lr > 0 else 1.0
         self.kl_control.update(policy_kl, lr_fraction=lr_fraction)
         self.logger.record("train/kl_coef_next", self.kl_control.kl_coef)
         self.logger.record("train/kl_coef_bound_hits", self.kl_control.n_bound_hits)
