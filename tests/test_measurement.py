@@ -39,26 +39,20 @@ PPO_SETTINGS = dict(n_steps=64, batch_size=32, n_epochs=3, seed=3)
 TRPO_SETTINGS = dict(n_steps=64, batch_size=32, cg_max_steps=5, seed=0)
 
 
-@pytest.mark.parametrize("dropout", [False, True], ids=["plain", "dropout"])
-@pytest.mark.parametrize("env_id", ENVS)
-def test_ppo_clip_same_parameters_as_sb3_ppo_at_every_level(env_id, dropout):
-    reference = PPO("MlpPolicy", env_id, policy_kwargs=policy_kwargs(dropout), **PPO_SETTINGS).learn(3 * 64)
-    for level in LEVELS:
-        ours = PPOClip("MlpPolicy", env_id, diagnostics=level, policy_kwargs=policy_kwargs(dropout), **PPO_SETTINGS)
-        ours.learn(3 * 64)
-        assert ours._n_updates == reference._n_updates == 3 * 3
-        assert th.equal(policy_params(ours), policy_params(reference)), level
+# ours, the peer, settings, updates after 3 rollouts (PPO: 3 epochs each)
+PEERS = [(PPOClip, PPO, PPO_SETTINGS, 3 * 3), (TRPOKL, TRPO, TRPO_SETTINGS, 3)]
 
 
 @pytest.mark.parametrize("dropout", [False, True], ids=["plain", "dropout"])
 @pytest.mark.parametrize("env_id", ENVS)
-def test_trpo_kl_same_parameters_as_sb3_contrib_at_every_level(env_id, dropout):
-    reference = TRPO("MlpPolicy", env_id, policy_kwargs=policy_kwargs(dropout), **TRPO_SETTINGS).learn(3 * 64)
+@pytest.mark.parametrize("ours, peer, settings, n_updates", PEERS, ids=["PPOClip-PPO", "TRPOKL-TRPO"])
+def test_same_parameters_as_the_peer_at_every_level(ours, peer, settings, n_updates, env_id, dropout):
+    reference = peer("MlpPolicy", env_id, policy_kwargs=policy_kwargs(dropout), **settings).learn(3 * 64)
     for level in LEVELS:
-        ours = TRPOKL("MlpPolicy", env_id, diagnostics=level, policy_kwargs=policy_kwargs(dropout), **TRPO_SETTINGS)
-        ours.learn(3 * 64)
-        assert ours._n_updates == reference._n_updates == 3
-        assert th.equal(policy_params(ours), policy_params(reference)), level
+        model = ours("MlpPolicy", env_id, diagnostics=level, policy_kwargs=policy_kwargs(dropout), **settings)
+        model.learn(3 * 64)
+        assert model._n_updates == reference._n_updates == n_updates
+        assert th.equal(policy_params(model), policy_params(reference)), level
 
 
 def _same_parameters_at_every_level(make) -> None:

@@ -1,5 +1,7 @@
 """Save and load across SB3: our zips load into the peers and the peers' into ours; PPOKL's controller on load."""
 
+import warnings
+
 import numpy as np
 import pytest
 import torch as th
@@ -33,7 +35,7 @@ def test_zips_load_both_ways_and_keep_training(ours, peer, settings, env_id, tmp
         model = saver("MlpPolicy", env_id, **settings).learn(64)
         path = tmp_path / f"{saver.__name__}.zip"
         model.save(path)
-        with __import__("warnings").catch_warnings(record=True):
+        with warnings.catch_warnings(record=True):  # the PPO -> PPOKL warning is tested below
             loaded = loader.load(path, env=model.get_env())
         assert type(loaded) is loader
         assert th.equal(policy_params(loaded), policy_params(model))
