@@ -363,5 +363,9 @@ class MeasuredAlgorithm(BaseAlgorithm):
         if not hasattr(self, "nonfinite_guard"):
             self.nonfinite_guard = NonFiniteGuard(type(self).__name__)
 
+    def _measure_update(self, old_policy: OldPolicy | None) -> PolicyChange | None:
+        """:return: what the update did to the policy, when the old policy was kept (diagnostics on, or PPOKL)"""
+        return old_policy.measure(self.policy) if old_policy is not None else None
+
     def _excluded_save_params(self) -> list[str]:
         return [*super()._excluded_save_params(), "_measurement"]

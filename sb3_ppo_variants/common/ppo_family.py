@@ -105,10 +105,6 @@ class InstrumentedPPO(GuardedRollouts, MeasuredAlgorithm, PPO):
         """:return: the clip range of this update, None when clipping is off"""
         return None if self.clip_range is None else self.clip_range(self._current_progress_remaining)  # type: ignore[operator]
 
-    def _measure_update(self, old_policy: OldPolicy | None) -> PolicyChange | None:
-        """:return: what the update did to the policy, when the old policy was kept"""
-        return old_policy.measure(self.policy) if old_policy is not None else None
-
     def _old_policy(self) -> OldPolicy | None:
         """The policy before the update on every rollout state, when the loss or the diagnostics need it."""
         if not (self._measurement.enabled or self._policy_loss_uses_old_policy):

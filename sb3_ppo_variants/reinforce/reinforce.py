@@ -447,7 +447,7 @@ class REINFORCE(MeasuredAlgorithm, OnPolicyAlgorithm):
             self.policy.optimizer.step()
         self.policy.optimizer.zero_grad()
         self._n_updates += 1
-        change = old_policy.measure(self.policy) if old_policy is not None else None
+        change = self._measure_update(old_policy)
 
         # The value baseline's regression on the reward-to-go, with its own optimiser
         if isinstance(self.baseline_state, ValueBaseline):
