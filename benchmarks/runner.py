@@ -170,13 +170,18 @@ def _random_episodes(spec: RunSpec) -> list[list[float]]:
     return episodes
 
 
+def normalized(spec: RunSpec) -> bool:
+    """Whether ``spec``'s environment is wrapped in ``VecNormalize`` (``normalize`` True or a dict, even an empty one)."""
+    return spec.normalize is True or isinstance(spec.normalize, dict)
+
+
 def make_env(spec: RunSpec) -> Any:
     """:return: the vectorised training environment of ``spec`` (``n_envs`` copies, ``VecNormalize`` if ``normalize``)"""
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.vec_env import VecNormalize
 
     env = make_vec_env(spec.env_id, n_envs=spec.n_envs, seed=spec.seed)
-    if spec.normalize:
+    if normalized(spec):
         env = VecNormalize(env, **(spec.normalize if isinstance(spec.normalize, dict) else {}))
     return env
 
