@@ -118,11 +118,11 @@ def zoo_kwargs(entry: dict[str, Any], constant_schedules: bool = False) -> dict[
     return kwargs
 
 
-def software_versions() -> dict[str, str]:
-    """:return: the versions of the packages that determine the results"""
+def software_versions(extra: Iterable[str] = ()) -> dict[str, str]:
+    """:return: the versions of the packages that determine the results (and of the ``extra`` ones)"""
     versions = {"python": platform.python_version(), "machine": platform.machine(), "processor": platform.processor()}
     packages = ("sb3-ppo-variants", "stable-baselines3", "sb3-contrib", "rl-zoo3", "torch", "gymnasium", "mujoco", "numpy")
-    for package in packages:
+    for package in (*packages, *extra):
         try:
             versions[package] = version(package)
         except PackageNotFoundError:

@@ -10,8 +10,9 @@ import shutil
 
 import numpy as np
 import pytest
+from stable_baselines3.common.vec_env import VecNormalize
 
-from benchmarks import common, overhead, reinforce_variance, runner, step_size, surrogates, zoo_table
+from benchmarks import common, overhead, paired, reinforce_variance, runner, step_size, surrogates, zoo_table
 from sb3_ppo_variants.zoo import ZOO_ALGOS
 
 integration = pytest.mark.integration  # trains models
@@ -109,6 +110,22 @@ def test_zoo_spec_follows_rl_zoo3():
     assert isinstance(common.zoo_kwargs(hopper.kwargs)["policy_kwargs"], dict)
     # our keys fall back to the file's default entry
     assert common.zoo_entry("ppo_kl", "MountainCar-v0") == {"n_timesteps": 1e6, "policy": "MlpPolicy"}
+    # `normalize: true` without a gamma: VecNormalize with its defaults, as rl_zoo3.train builds it
+    acrobot = runner.spec_from_zoo("z", "a2c", "Acrobot-v1", 0, common.zoo_entry("a2c", "Acrobot-v1"))
+    assert acrobot.normalize == {} and runner.normalized(acrobot)
+    assert isinstance(runner.make_env(acrobot), VecNormalize) and not runner.normalized(spec)
+
+
+def test_paired_ratios_and_summaries():
+    clocks = {label: paired.Clock() for label in ("a", "b", "c")}
+    for clock, steps, seconds in zip(clocks.values(), (100, 100, 300), ([1.0, 2.0], [3.0, 2.0], [2.0, 2.0]), strict=True):
+        clock.steps, clock.seconds = steps, np.array(seconds)
+    # a against b and c taken together: 100 steps in (1, 2) s against 400 steps in (5, 4) s
+    np.testing.assert_allclose(paired.throughput_ratio(clocks, "a", ["b", "c"]), [100 / 1 / (400 / 5), 100 / 2 / (400 / 4)])
+    assert paired.rotated(["a", "b", "c"], 4) == ["b", "c", "a"]
+    assert paired.summary([1.0, 2.0, 3.0, 4.0]) == (2.5, [1.75, 3.25], [1.0, 2.0, 3.0, 4.0])
+    summaries = paired.clock_summaries([np.array([1.0, 2.0]), np.array([3.0, 4.0])])
+    assert list(summaries) == list(paired.CLOCKS) and summaries["cpu"] == (3.0, [2.5, 3.5], [2.0, 4.0])
 
 
 def test_algorithm_keys_come_from_the_zoo_table():

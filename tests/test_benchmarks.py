@@ -33,6 +33,34 @@ def test_overhead_benchmark_smoke(tmp_path):
     assert (tmp_path / "results.md").read_text() == report
 
 
+def test_speed_benchmark_smoke(tmp_path):
+    from benchmarks import speed
+
+    run_module("benchmarks.speed", "--smoke", "--output", str(tmp_path))
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["command"] == f"python -m benchmarks.speed --smoke --output {tmp_path}"
+    rows = {row["row"]: row for row in results["rows"]}
+    models = [label for label in speed.MODELS if label != speed.SBX]
+    floors = [speed.RAW, "floor: 8 envs, Monitor, DummyVecEnv", "floor: 2 envs, Monitor, DummyVecEnv"]
+    # SBX: measured where it is installed, else a note says why not
+    assert list(rows) == [*models, *floors] or list(rows) == [*models, speed.SBX, *floors]
+    assert (speed.SBX in rows) != any(note.startswith(speed.SBX) for note in results["notes"])
+    for label, row in rows.items():
+        assert all(row["steps_per_s"][clock]["median"] > 0 for clock in ("cpu", "wall")), label
+        has_peers = bool(speed.MODELS.get(label, ("", ()))[1])
+        assert ("ratio" in row) == has_peers and ("floor_ratio" in row) == has_peers, label
+        assert ("floor_fraction" in row) == (label in speed.MODELS), label
+    assert rows["PPOClip"]["peers"] == [speed.REFERENCE, speed.CONTROL] and rows["TRPOKL"]["peers"] == [speed.TRPO]
+    assert rows["TRPOKL"]["floor"] == "floor: 2 envs, Monitor, DummyVecEnv"
+    assert 0 < rows["PPOKL"]["floor_fraction"]["cpu"]["median"] < 1
+    assert (tmp_path / "speed.png").exists()
+    # --report-only: the same report from results.json
+    report = (tmp_path / "results.md").read_text()
+    (tmp_path / "results.md").unlink()
+    run_module("benchmarks.speed", "--report-only", "--output", str(tmp_path))
+    assert (tmp_path / "results.md").read_text() == report
+
+
 def test_reinforce_variance_benchmark_smoke(tmp_path):
     result = run_module("benchmarks.reinforce_variance", "--smoke", "--workers", "1", "--output", str(tmp_path))
     assert (tmp_path / "reinforce_variance.png").exists(), result.stdout[-2000:]
