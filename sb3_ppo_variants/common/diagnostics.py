@@ -17,7 +17,7 @@ pass of the layer runs inside ``measuring(policy)``: eval mode (no dropout, no b
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal
@@ -119,14 +119,6 @@ class OldPolicy:
 
 
 # ----- statistics ----------------------------------------------------------------------------------
-
-
-def flat_grad(parameters: Iterable[th.nn.Parameter]) -> th.Tensor:
-    """
-    :param parameters: parameters whose ``.grad`` were filled by ``backward()``
-    :return: all gradients concatenated into one detached vector (parameters without gradient skipped)
-    """
-    return th.cat([p.grad.detach().reshape(-1) for p in parameters if p.grad is not None])
 
 
 class GradientStatistics:
@@ -238,14 +230,12 @@ class Diagnostics:
     def begin_update(self) -> None:
         """Start the statistics of a new update."""
 
-    def add_minibatch(
-        self, ratio: th.Tensor, parameters: Iterable[th.nn.Parameter], grad_norm: th.Tensor, max_grad_norm: float
-    ) -> None:
+    def add_minibatch(self, ratio: th.Tensor, gradient: Callable[[], th.Tensor], grad_norm: th.Tensor) -> None:
         """
         :param ratio: importance ratios pi_new / pi_old of the minibatch
-        :param parameters: the parameters whose ``.grad`` hold the minibatch gradient, clipped to ``max_grad_norm``
+        :param gradient: returns the minibatch gradient before clipping as one flat vector (called only by the levels
+            that need it: every ``enabled`` level)
         :param grad_norm: the global gradient norm before clipping (as returned by ``clip_grad_norm_``)
-        :param max_grad_norm: the clipping threshold
         """
 
     def record(
@@ -290,14 +280,9 @@ class BasicDiagnostics(Diagnostics):
         self._ratios = RatioStatistics()
         self._gradients = GradientStatistics()
 
-    def add_minibatch(
-        self, ratio: th.Tensor, parameters: Iterable[th.nn.Parameter], grad_norm: th.Tensor, max_grad_norm: float
-    ) -> None:
+    def add_minibatch(self, ratio: th.Tensor, gradient: Callable[[], th.Tensor], grad_norm: th.Tensor) -> None:
         self._ratios.add(ratio)
-        # clip_grad_norm_ scaled the gradient in place by min(1, max_norm / (norm + 1e-6)): undo it (statistics of
-        # the raw gradients, without a device synchronisation)
-        scale = th.clamp(max_grad_norm / (grad_norm + 1e-6), max=1.0)
-        self._gradients.add(flat_grad(parameters) / scale, grad_norm)
+        self._gradients.add(gradient(), grad_norm)
 
     def _values(self, change: PolicyChange | None, clip_range: float | None, approx_kl: bool) -> dict[str, float]:
         values: dict[str, float] = {}

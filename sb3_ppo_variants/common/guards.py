@@ -58,7 +58,7 @@ class NonFiniteGuard:
 
 def _is_finite(value: float | th.Tensor) -> bool:
     if isinstance(value, th.Tensor):
-        return bool(th.isfinite(value).all())
+        return math.isfinite(value.item()) if value.numel() == 1 else bool(th.isfinite(value).all())
     return math.isfinite(value)
 
 

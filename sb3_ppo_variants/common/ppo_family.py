@@ -24,7 +24,7 @@ from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.utils import FloatSchedule, explained_variance
 from torch.nn import functional as F
 
-from sb3_ppo_variants.common.buffers import flat_observations, iter_minibatches, policy_actions
+from sb3_ppo_variants.common.buffers import flat_observations, policy_actions
 from sb3_ppo_variants.common.diagnostics import (
     DiagnosticsLevel,
     MeasuredAlgorithm,
@@ -33,6 +33,7 @@ from sb3_ppo_variants.common.diagnostics import (
     record_means,
 )
 from sb3_ppo_variants.common.distributions import KLEstimator
+from sb3_ppo_variants.common.fast import FastPathAlgorithm
 from sb3_ppo_variants.common.guards import GuardedRollouts
 
 
@@ -51,7 +52,7 @@ def clipped_surrogate(advantages: th.Tensor, ratio: th.Tensor, clip_range: float
     return th.min(policy_loss_1, policy_loss_2).mean(), {"clip_fraction": clip_fraction}
 
 
-class InstrumentedPPO(GuardedRollouts, MeasuredAlgorithm, PPO):
+class InstrumentedPPO(GuardedRollouts, FastPathAlgorithm, MeasuredAlgorithm, PPO):
     """
     SB3 PPO's update loop with the package's measurement layer and a pluggable policy-loss term.
     Not meant to be used directly: see ``PPOClip`` and ``PPOKL``, which call ``PPO.__init__`` with every
@@ -139,18 +140,21 @@ class InstrumentedPPO(GuardedRollouts, MeasuredAlgorithm, PPO):
         policy_loss_terms: list[dict[str, th.Tensor]] = []
         old_policy = self._old_policy()
         self._measurement.begin_update()
+        # SB3's minibatches, forward pass and optimisation step, or the fast path's (the same arithmetic)
+        steps = self._update_steps()
+        steps.begin()
 
         continue_training = True
         # train for n_epochs epochs
         for epoch in range(self.n_epochs):
             # Do a complete pass on the rollout buffer (SB3's minibatches, with their indices)
-            for batch_indices, rollout_data in iter_minibatches(self.rollout_buffer, self.batch_size):
+            for batch_indices, rollout_data in steps.minibatches(self.rollout_buffer, self.batch_size):
                 actions = rollout_data.actions
                 if isinstance(self.action_space, spaces.Discrete):
                     # Convert discrete action from float to long
                     actions = rollout_data.actions.long().flatten()
 
-                values, log_prob, entropy = self.policy.evaluate_actions(rollout_data.observations, actions)
+                values, log_prob, entropy = steps.evaluate_actions(rollout_data.observations, actions)
                 values = values.flatten()
                 # Normalize advantage
                 advantages = rollout_data.advantages
@@ -210,21 +214,22 @@ class InstrumentedPPO(GuardedRollouts, MeasuredAlgorithm, PPO):
                     break
 
                 # Optimization step
-                self.policy.optimizer.zero_grad()
+                steps.zero_grad()
                 loss.backward()
                 # Clip grad norm
-                grad_norm = th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
+                grad_norm = steps.clip_grad_norm(self.max_grad_norm, keep_gradient=self._measurement.enabled)
                 # Numerical guard: never write non-finite weights, skip this minibatch instead
                 if self.nonfinite_guard.skipped(
                     "loss or gradient norm", losses[-1], grad_norm, optimizer=self.policy.optimizer
                 ):
                     continue
-                self._measurement.add_minibatch(ratio, self.policy.parameters(), grad_norm, self.max_grad_norm)
-                self.policy.optimizer.step()
+                self._measurement.add_minibatch(ratio, steps.gradient, grad_norm)
+                steps.step()
 
             self._n_updates += 1
             if not continue_training:
                 break
+        steps.end()
 
         # What the whole update did to the policy (policy_kl, ratios after it), then the algorithm's after-update step
         change = self._measure_update(old_policy)

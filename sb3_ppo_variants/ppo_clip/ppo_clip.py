@@ -8,7 +8,7 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedul
 
 from sb3_ppo_variants.common.diagnostics import DIAGNOSTICS_LEVELS, DiagnosticsLevel, OldPolicy
 from sb3_ppo_variants.common.ppo_family import InstrumentedPPO, clipped_surrogate
-from sb3_ppo_variants.common.validation import check_choice, check_ppo_arguments
+from sb3_ppo_variants.common.validation import check_bool, check_choice, check_ppo_arguments
 from sb3_ppo_variants.ppo_clip.policies import CnnPolicy, MlpPolicy, MultiInputPolicy
 
 SelfPPOClip = TypeVar("SelfPPOClip", bound="PPOClip")
@@ -54,6 +54,8 @@ class PPOClip(InstrumentedPPO):
     :param device: Device (cpu, cuda, ...) on which the code should be run.
     :param diagnostics: ``"off"`` (SB3 PPO's keys only), ``"basic"`` (default: the shared diagnostics,
         cheap) or ``"full"`` (adds per-state KL histogram and maximum); see docs/diagnostics.md
+    :param fast: take the fast path where it applies (the same results, bit for bit, in less time; see
+        docs/speed.md); ``False`` runs SB3's code everywhere
     :param _init_setup_model: Whether or not to build the network at the creation of the instance
     """
 
@@ -91,11 +93,13 @@ class PPOClip(InstrumentedPPO):
         seed: int | None = None,
         device: th.device | str = "auto",
         diagnostics: DiagnosticsLevel = "basic",
+        fast: bool = True,
         _init_setup_model: bool = True,
     ):
         # every argument checked before anything is built (SB3 only asserts a few)
         check_ppo_arguments(locals())
         check_choice("diagnostics", diagnostics, DIAGNOSTICS_LEVELS)
+        check_bool("fast", fast)
         super().__init__(
             policy,
             env,
@@ -125,6 +129,7 @@ class PPOClip(InstrumentedPPO):
             _init_setup_model=False,
         )
         self.diagnostics = diagnostics
+        self.fast = fast
         self.kl_estimator = "auto"  # exact KL where SB3's distribution has one, for train/policy_kl
         if _init_setup_model:
             self._setup_model()

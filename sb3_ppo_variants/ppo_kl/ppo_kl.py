@@ -13,7 +13,7 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedul
 from sb3_ppo_variants.common.diagnostics import DIAGNOSTICS_LEVELS, DiagnosticsLevel, OldPolicy, PolicyChange
 from sb3_ppo_variants.common.distributions import KL_ESTIMATORS, KLEstimator, mean_kl
 from sb3_ppo_variants.common.ppo_family import InstrumentedPPO, clipped_surrogate
-from sb3_ppo_variants.common.validation import check_choice, check_ppo_arguments
+from sb3_ppo_variants.common.validation import check_bool, check_choice, check_ppo_arguments
 from sb3_ppo_variants.ppo_kl.kl_control import KLController, KLControllerName, make_kl_controller
 from sb3_ppo_variants.ppo_kl.policies import CnnPolicy, MlpPolicy, MultiInputPolicy
 
@@ -93,6 +93,8 @@ class PPOKL(InstrumentedPPO):
         diagonal Gaussian, multi-categorical and Bernoulli distributions), ``"sample"`` (k3 estimator on the
         rollout actions) or ``"auto"`` (analytic where defined, sample otherwise)
     :param diagnostics: ``"off"``, ``"basic"`` (default) or ``"full"``; see docs/diagnostics.md
+    :param fast: take the fast path where it applies (the same results, bit for bit, in less time; see
+        docs/speed.md); ``False`` runs SB3's code everywhere
     :param _init_setup_model: Whether or not to build the network at the creation of the instance
     """
 
@@ -142,6 +144,7 @@ class PPOKL(InstrumentedPPO):
         kl_hold_lr_fraction: float = 0.5,
         kl_estimator: KLEstimator = "auto",
         diagnostics: DiagnosticsLevel = "basic",
+        fast: bool = True,
         _init_setup_model: bool = True,
     ):
         # Validate every argument before anything is built (and long before training)
@@ -159,6 +162,7 @@ class PPOKL(InstrumentedPPO):
         )
         check_choice("kl_estimator", kl_estimator, KL_ESTIMATORS)
         check_choice("diagnostics", diagnostics, DIAGNOSTICS_LEVELS)
+        check_bool("fast", fast)
         super().__init__(
             policy,
             env,
@@ -188,6 +192,7 @@ class PPOKL(InstrumentedPPO):
             _init_setup_model=False,
         )
         self.diagnostics = diagnostics
+        self.fast = fast
         self.kl_estimator = kl_estimator
         # the controller's settings (what ``load(path, kl_...=...)`` reconfigures), and the controller with beta
         self.kl_controller = kl_controller

@@ -20,6 +20,7 @@ from sb3_ppo_variants.common.diagnostics import (
     OldPolicy,
     measuring,
 )
+from sb3_ppo_variants.common.fast import FastPathAlgorithm, PolicyKernel
 from sb3_ppo_variants.common.guards import nonfinite_observation_guard
 from sb3_ppo_variants.common.validation import check_bool, check_choice, check_float, check_int, check_schedule
 from sb3_ppo_variants.reinforce.baselines import (
@@ -72,9 +73,10 @@ def check_reinforce_arguments(kwargs: dict[str, Any]) -> None:
     check_int("verbose", kwargs["verbose"], minimum=0)
     check_int("seed", kwargs["seed"], minimum=0, allow_none=True)
     check_choice("diagnostics", kwargs["diagnostics"], DIAGNOSTICS_LEVELS)
+    check_bool("fast", kwargs["fast"])
 
 
-class REINFORCE(MeasuredAlgorithm, OnPolicyAlgorithm):
+class REINFORCE(FastPathAlgorithm, MeasuredAlgorithm, OnPolicyAlgorithm):
     """
     REINFORCE: Monte-Carlo policy gradient on complete episodes (Williams 1992), with the baselines of the
     variance-reduction literature: none, batch mean, learned state value, and the variance-optimal constant.
@@ -134,6 +136,8 @@ class REINFORCE(MeasuredAlgorithm, OnPolicyAlgorithm):
     :param diagnostics: ``"off"`` (losses and baseline only), ``"basic"`` (default: the shared diagnostics, cheap)
         or ``"full"`` (adds ``grad_variance``, which needs per-episode gradients, and the per-state KL maximum;
         with ``baseline="optimal"`` ``grad_variance`` is free and logged from ``"basic"`` on); see docs/diagnostics.md
+    :param fast: draw the actions of the collection on the fast path where it applies (the same actions, bit for bit,
+        in less time; see docs/speed.md); ``False`` runs SB3's code
     :param _init_setup_model: Whether or not to build the network at the creation of the instance
     """
 
@@ -170,6 +174,7 @@ class REINFORCE(MeasuredAlgorithm, OnPolicyAlgorithm):
         seed: int | None = None,
         device: th.device | str = "auto",
         diagnostics: DiagnosticsLevel = "basic",
+        fast: bool = True,
         _init_setup_model: bool = True,
     ):
         # every argument is checked before the environment or a network is built
@@ -208,6 +213,7 @@ class REINFORCE(MeasuredAlgorithm, OnPolicyAlgorithm):
         self.n_value_epochs = n_value_epochs
         self.value_batch_size = value_batch_size
         self.diagnostics = diagnostics
+        self.fast = fast
         # the baseline's state (pickled with the model; the value net itself is the policy's value head)
         self.baseline_state: Baseline = make_baseline(baseline, n_epochs=n_value_epochs, batch_size=value_batch_size)
         if _init_setup_model:
@@ -297,15 +303,21 @@ class REINFORCE(MeasuredAlgorithm, OnPolicyAlgorithm):
             self.policy.reset_noise(env.num_envs)
 
         callback.on_rollout_start()
+        # the fast path: the same actions, drawn without torch.distributions objects (docs/speed.md)
+        kernel = PolicyKernel.of(self.policy) if self.fast and not self.use_sde else None
 
         while not self._batch_ready():
             if self.use_sde and self.sde_sample_freq > 0 and n_steps % self.sde_sample_freq == 0:
                 # Sample a new noise matrix
                 self.policy.reset_noise(env.num_envs)
 
-            with th.no_grad():
-                obs_tensor = obs_as_tensor(self._last_obs, self.device)  # type: ignore[arg-type]
-                actions = self.policy.get_distribution(obs_tensor).get_actions().cpu().numpy()
+            if kernel is not None:
+                with th.inference_mode():
+                    actions = kernel.get_actions(th.as_tensor(self._last_obs, device=self.device)).numpy()
+            else:
+                with th.no_grad():
+                    obs_tensor = obs_as_tensor(self._last_obs, self.device)  # type: ignore[arg-type]
+                    actions = self.policy.get_distribution(obs_tensor).get_actions().cpu().numpy()
 
             # Rescale and perform action
             clipped_actions = actions

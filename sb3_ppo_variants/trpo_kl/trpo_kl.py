@@ -28,8 +28,9 @@ from sb3_ppo_variants.common.diagnostics import (
     PolicyChange,
     measuring,
 )
-from sb3_ppo_variants.common.guards import GuardedRollouts, gradient_norm
-from sb3_ppo_variants.common.validation import check_choice, check_trpo_arguments
+from sb3_ppo_variants.common.fast import FastPathAlgorithm
+from sb3_ppo_variants.common.guards import GuardedRollouts
+from sb3_ppo_variants.common.validation import check_bool, check_choice, check_trpo_arguments
 from sb3_ppo_variants.trpo_kl.policies import CnnPolicy, MlpPolicy, MultiInputPolicy
 
 SelfTRPOKL = TypeVar("SelfTRPOKL", bound="TRPOKL")
@@ -116,7 +117,7 @@ class LineSearchResult:
         return self.coefficient if self.is_success else 0.0
 
 
-class TRPOKL(GuardedRollouts, MeasuredAlgorithm, TRPO):
+class TRPOKL(GuardedRollouts, FastPathAlgorithm, MeasuredAlgorithm, TRPO):
     """
     Trust Region Policy Optimization (TRPO), KL trust region, instrumented.
 
@@ -184,6 +185,8 @@ class TRPOKL(GuardedRollouts, MeasuredAlgorithm, TRPO):
         (default: the trust-region and shared diagnostics; costs one extra forward pass over the rollout per
         update) or ``"full"`` (adds ``grad_snr``: one extra forward and backward pass per ``batch_size`` chunk
         of the rollout, costly); see docs/diagnostics.md
+    :param fast: take the fast path where it applies (the same results, bit for bit, in less time; see
+        docs/speed.md); ``False`` runs sb3-contrib's and SB3's code everywhere
     :param _init_setup_model: Whether or not to build the network at the creation of the instance
     """
 
@@ -221,11 +224,13 @@ class TRPOKL(GuardedRollouts, MeasuredAlgorithm, TRPO):
         seed: int | None = None,
         device: th.device | str = "auto",
         diagnostics: DiagnosticsLevel = "basic",
+        fast: bool = True,
         _init_setup_model: bool = True,
     ):
         # every argument validated before anything is built (sb3-contrib only asserts a few)
         check_trpo_arguments(locals())
         check_choice("diagnostics", diagnostics, DIAGNOSTICS_LEVELS)
+        check_bool("fast", fast)
         super().__init__(
             policy,
             env,
@@ -255,6 +260,7 @@ class TRPOKL(GuardedRollouts, MeasuredAlgorithm, TRPO):
             _init_setup_model=False,
         )
         self.diagnostics = diagnostics
+        self.fast = fast
         if _init_setup_model:
             self._setup_model()
 
@@ -519,26 +525,30 @@ class TRPOKL(GuardedRollouts, MeasuredAlgorithm, TRPO):
                 if grad_snr is not None:
                     step_logs["grad_snr"] = grad_snr
 
-        # Critic update
+        # Critic update (SB3's minibatches, forward pass and optimizer step, or the fast path's: the same arithmetic)
+        critic_params = [p for p in self.policy.parameters() if not any(p is actor for actor in actor_params)]
+        steps = self._update_steps(critic_params)
+        steps.begin()
         for _ in range(self.n_critic_updates):
-            for rollout_data in self.rollout_buffer.get(self.batch_size):
-                values_pred = self.policy.predict_values(rollout_data.observations)
+            for _, rollout_data in steps.minibatches(self.rollout_buffer, self.batch_size):
+                values_pred = steps.predict_values(rollout_data.observations)
                 value_loss = F.mse_loss(rollout_data.returns, values_pred.flatten())
                 value_losses.append(value_loss.item())
 
-                self.policy.optimizer.zero_grad()
+                steps.zero_grad()
                 value_loss.backward()
                 # Removing gradients of parameters shared with the actor
                 # otherwise it defeats the purposes of the KL constraint
                 for param in actor_params:
                     param.grad = None
                 # Numerical guard (not in sb3-contrib): a NaN return must not reach the critic's weights
-                critic_grad_norm = gradient_norm(self.policy.parameters())
+                critic_grad_norm = steps.gradient_norm()
                 if self.nonfinite_guard.skipped(
                     "value loss or gradient norm", value_losses[-1], critic_grad_norm, optimizer=self.policy.optimizer
                 ):
                     continue
-                self.policy.optimizer.step()
+                steps.step()
+        steps.end()
 
         self._n_updates += 1
         explained_var = explained_variance(self.rollout_buffer.values.flatten(), self.rollout_buffer.returns.flatten())
