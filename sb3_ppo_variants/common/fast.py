@@ -33,6 +33,7 @@ non-finite distribution parameters raise the same ``ValueError`` as ``torch.dist
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Iterator
 from typing import Any, NamedTuple
@@ -56,6 +57,7 @@ from stable_baselines3.common.type_aliases import RolloutBufferSamples
 from stable_baselines3.common.vec_env import VecEnv
 from torch.distributions import Bernoulli, Categorical, Distribution, Normal
 from torch.nn import functional as F
+from torch.optim.adam import adam
 
 from sb3_ppo_variants.common.buffers import ensure_flattened, iter_minibatches
 from sb3_ppo_variants.common.guards import gradient_norm
@@ -71,6 +73,8 @@ _KERNEL_METHODS = (
 )
 _DISTRIBUTIONS = (DiagGaussianDistribution, CategoricalDistribution, MultiCategoricalDistribution, BernoulliDistribution)
 # Normal.log_prob's constant and Normal.entropy's, computed as torch.distributions computes them
+#: arguments of torch.optim.adam.adam that older PyTorch releases do not have
+_ADAM_EXTRA = {"decoupled_weight_decay": False} if "decoupled_weight_decay" in inspect.signature(adam).parameters else {}
 #: FlatAdam's alignment of each parameter in its flat buffer, in float32 elements (64 bytes)
 _ALIGNMENT = 16
 _LOG_SQRT_2PI = math.log(math.sqrt(2 * math.pi))
@@ -137,6 +141,10 @@ class PolicyKernel:
     def __init__(self, policy: ActorCriticPolicy) -> None:
         self.policy = policy
         self.action_dist = policy.action_dist
+        # the distribution family, tested once (isinstance on SB3's abstract classes costs a microsecond per call)
+        self.gaussian = isinstance(policy.action_dist, DiagGaussianDistribution)
+        self.bernoulli = isinstance(policy.action_dist, BernoulliDistribution)
+        self.categorical = isinstance(policy.action_dist, CategoricalDistribution)
         self.action_shape: tuple[int, ...] = policy.action_space.shape or ()
         if isinstance(policy.action_dist, MultiCategoricalDistribution):
             self.action_dims = list(policy.action_dist.action_dims)
@@ -209,7 +217,7 @@ class PolicyKernel:
         return logits - logits.logsumexp(dim=-1, keepdim=True)
 
     def _categoricals(self, output: th.Tensor) -> list[th.Tensor]:
-        if isinstance(self.action_dist, CategoricalDistribution):
+        if self.categorical:
             return [self._normalised_logits(output)]
         return [self._normalised_logits(split) for split in th.split(output, self.action_dims, dim=1)]
 
@@ -236,16 +244,16 @@ class PolicyKernel:
         :return: actions sampled as ``distribution.get_actions()`` samples them, and the distribution's parameters
         """
         if check:
-            _check_finite(output, "loc" if isinstance(self.action_dist, DiagGaussianDistribution) else "logits")
-        if isinstance(self.action_dist, DiagGaussianDistribution):
+            _check_finite(output, "loc" if self.gaussian else "logits")
+        if self.gaussian:
             std, two_var, log_scale = self._rollout_std(output)
             eps = th.empty(output.shape, dtype=output.dtype, device=output.device).normal_()
             return output + eps * std, (std, two_var, log_scale)
-        if isinstance(self.action_dist, BernoulliDistribution):
+        if self.bernoulli:
             return th.bernoulli(th.sigmoid(output)), None
         logits = self._categoricals(output)
         samples = [self._categorical_sample(split) for split in logits]
-        actions = samples[0] if isinstance(self.action_dist, CategoricalDistribution) else th.stack(samples, dim=1)
+        actions = samples[0] if self.categorical else th.stack(samples, dim=1)
         return actions, logits
 
     def log_prob(self, output: th.Tensor, parameters: Any, actions: th.Tensor) -> th.Tensor:
@@ -255,7 +263,7 @@ class PolicyKernel:
         :param actions: actions as SB3's ``Distribution.log_prob`` takes them
         :return: ``distribution.log_prob(actions)``
         """
-        if isinstance(self.action_dist, DiagGaussianDistribution):
+        if self.gaussian:
             std, two_var, log_scale = parameters
             if two_var is None:
                 # with gradient: Normal.log_prob's operations in its order (the order of the backward pass's sums)
@@ -265,9 +273,9 @@ class PolicyKernel:
             else:
                 log_prob = -((actions - output) ** 2) / two_var - log_scale - _LOG_SQRT_2PI
             return log_prob.sum(dim=1)
-        if isinstance(self.action_dist, BernoulliDistribution):
+        if self.bernoulli:
             return (-F.binary_cross_entropy_with_logits(output, actions, reduction="none")).sum(dim=1)
-        if isinstance(self.action_dist, CategoricalDistribution):
+        if self.categorical:
             return self._categorical_log_prob(parameters[0], actions)
         per_dim = [
             self._categorical_log_prob(logits, action)
@@ -277,18 +285,18 @@ class PolicyKernel:
 
     def entropy(self, output: th.Tensor, parameters: Any) -> th.Tensor:
         """:return: ``distribution.entropy()``"""
-        if isinstance(self.action_dist, DiagGaussianDistribution):
+        if self.gaussian:
             return (_GAUSSIAN_ENTROPY + th.log(parameters[0])).sum(dim=1)
-        if isinstance(self.action_dist, BernoulliDistribution):
+        if self.bernoulli:
             return F.binary_cross_entropy_with_logits(output, th.sigmoid(output), reduction="none").sum(dim=1)
-        if isinstance(self.action_dist, CategoricalDistribution):
+        if self.categorical:
             return self._categorical_entropy(parameters[0])
         return th.stack([self._categorical_entropy(logits) for logits in parameters], dim=1).sum(dim=1)
 
     def _parameters(self, output: th.Tensor) -> Any:
-        if isinstance(self.action_dist, DiagGaussianDistribution):
+        if self.gaussian:
             return self._gaussian_std(output), None, None
-        if isinstance(self.action_dist, BernoulliDistribution):
+        if self.bernoulli:
             return None
         return self._categoricals(output)
 
@@ -315,12 +323,12 @@ class PolicyKernel:
         :return: the ``torch.distributions`` object(s) SB3 would leave in ``policy.action_dist.distribution``, built
             around the tensors already computed (no operation added, no argument validation)
         """
-        if isinstance(self.action_dist, DiagGaussianDistribution):
+        if self.gaussian:
             return Normal(output, parameters[0], validate_args=False)
-        if isinstance(self.action_dist, BernoulliDistribution):
+        if self.bernoulli:
             return Bernoulli(logits=output, validate_args=False)
         categoricals = [_categorical(logits) for logits in parameters]
-        return categoricals[0] if isinstance(self.action_dist, CategoricalDistribution) else categoricals
+        return categoricals[0] if self.categorical else categoricals
 
     def evaluate_actions(self, obs: th.Tensor, actions: th.Tensor) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
         """
@@ -359,6 +367,7 @@ def flat_adam_fallback(optimizer: th.optim.Optimizer) -> str | None:
         "capturable": False,
         "differentiable": False,
         "fused": None,
+        "decoupled_weight_decay": False,
     }
     changed = [name for name, default in options.items() if group.get(name, default) not in (default, False)]
     if group.get("weight_decay", 0) != 0:
@@ -397,11 +406,11 @@ class FlatAdam:
         padded = [-(-size // _ALIGNMENT) * _ALIGNMENT for size in self.sizes]
         self.offsets = [sum(padded[:i]) for i in range(len(padded))]
         self.numel = sum(padded)
-        self._padding = [th.zeros(pad - size) for pad, size in zip(padded, self.sizes, strict=True)]
+        self._padding = [th.zeros(pad - size) if pad > size else None for pad, size in zip(padded, self.sizes, strict=True)]
         self._pointers: list[int] = []
         self._states: list[dict[str, th.Tensor]] = []
         self.flat = th.empty(0)
-        self._adam: th.optim.Adam | None = None
+        self._moments: tuple[th.Tensor, th.Tensor, th.Tensor] | None = None  # Adam's step, exp_avg, exp_avg_sq
 
     def all_params(self) -> list[th.nn.Parameter]:
         """:return: every parameter of the optimizer"""
@@ -412,7 +421,7 @@ class FlatAdam:
         pieces: list[th.Tensor] = []
         for tensor, padding in zip(tensors, self._padding, strict=True):
             pieces.append(tensor.reshape(-1))
-            if len(padding):
+            if padding is not None:
                 pieces.append(padding)
         return th.cat(pieces)
 
@@ -426,7 +435,7 @@ class FlatAdam:
     def _intact(self) -> bool:
         state = self.optimizer.state
         return (
-            self._adam is not None
+            self._moments is not None
             and [p.data_ptr() for p in self.params] == self._pointers
             and all(state.get(p) is own for p, own in zip(self.params, self._states, strict=True))
         )
@@ -438,6 +447,7 @@ class FlatAdam:
             for p, view in zip(self.params, self.views(self.flat), strict=True):
                 p.data = view
             if all(len(state.get(p, {})) == 0 for p in self.params):
+                # as Adam initialises a parameter's state at its first step
                 exp_avg, exp_avg_sq, step = th.zeros_like(self.flat), th.zeros_like(self.flat), th.tensor(0.0)
             else:
                 steps = {float(state[p]["step"]) for p in self.params}
@@ -451,32 +461,52 @@ class FlatAdam:
             state[p] = own
             self._states.append(own)
         self._pointers = [p.data_ptr() for p in self.params]
-        group = self.optimizer.param_groups[0]
-        self._adam = th.optim.Adam([self.flat], lr=group["lr"], betas=group["betas"], eps=group["eps"], foreach=False)
-        self._adam.state[self.flat] = {"step": step, "exp_avg": exp_avg, "exp_avg_sq": exp_avg_sq}
+        self._moments = (step, exp_avg, exp_avg_sq)
 
     def begin(self) -> None:
-        """Before an update: (re)build the flat buffers if needed, take the optimizer's current learning rate."""
+        """Before an update: (re)build the flat buffers if they are not the optimizer's any more."""
         if not self._intact():
             self._build()
-        assert self._adam is not None
-        group, flat_group = self.optimizer.param_groups[0], self._adam.param_groups[0]
-        for key in ("lr", "betas", "eps"):
-            flat_group[key] = group[key]
 
     def step(self, flat_grad: th.Tensor) -> None:
-        """Adam's step with the flat gradient (the parameters' gradients, concatenated)."""
-        assert self._adam is not None
-        self.flat.grad = flat_grad
-        self._adam.step()
-        self.flat.grad = None
+        """
+        Adam's step with the flat gradient (the parameters' gradients, concatenated): the function
+        ``th.optim.Adam.step`` calls (``torch.optim.adam.adam``, single-tensor), with the group's current options.
+        """
+        assert self._moments is not None
+        step, exp_avg, exp_avg_sq = self._moments
+        group = self.optimizer.param_groups[0]
+        beta1, beta2 = group["betas"]
+        with th.no_grad():
+            adam(
+                [self.flat],
+                [flat_grad],
+                [exp_avg],
+                [exp_avg_sq],
+                [],
+                [step],
+                foreach=False,
+                capturable=False,
+                differentiable=False,
+                fused=None,
+                grad_scale=None,
+                found_inf=None,
+                has_complex=False,
+                amsgrad=False,
+                beta1=beta1,
+                beta2=beta2,
+                lr=group["lr"],
+                weight_decay=0.0,
+                eps=group["eps"],
+                maximize=False,
+                **_ADAM_EXTRA,
+            )
 
     def end(self) -> None:
         """After an update: each parameter's ``step`` counter in the optimizer's state equals the flat one."""
-        assert self._adam is not None
-        step = self._adam.state[self.flat]["step"]
+        assert self._moments is not None
         for own in self._states:
-            own["step"].copy_(step)
+            own["step"].copy_(self._moments[0])
 
 
 def _same(first: list[th.nn.Parameter], second: list[th.nn.Parameter]) -> bool:
