@@ -336,3 +336,15 @@ def test_kernel_reproduces_the_policy_calls():
         actions = expected[0].float() if env_id == "Pendulum-v1" else expected[0]
         for a, b in zip(model.policy.evaluate_actions(obs, actions), kernel.evaluate_actions(obs, actions), strict=True):
             assert th.equal(a, b)
+
+
+def test_an_optimizer_step_taken_outside_train_is_seen_by_the_next_update():
+    """A user's own ``optimizer.step()`` (per-parameter Adam on the views) between updates: the flat buffers follow."""
+    models = [_train(PPOClip, "Discrete", False, 0, fast=fast) for fast in (True, False)]
+    for model in models:
+        for p in model.policy.parameters():
+            p.grad = th.full_like(p, 0.1)
+        model.policy.optimizer.step()
+        model.set_random_seed(3)
+        model.learn(PPO_SETTINGS["n_steps"] * N_ENVS, reset_num_timesteps=False)
+    assert_same_model(*models)

@@ -433,11 +433,14 @@ class FlatAdam:
         ]
 
     def _intact(self) -> bool:
+        # the parameters still live in the flat buffer, the optimizer's state is still ours, and no step was taken
+        # behind our back (a user's own optimizer.step() moves the per-parameter counters)
         state = self.optimizer.state
-        return (
-            self._moments is not None
-            and [p.data_ptr() for p in self.params] == self._pointers
-            and all(state.get(p) is own for p, own in zip(self.params, self._states, strict=True))
+        if self._moments is None or [p.data_ptr() for p in self.params] != self._pointers:
+            return False
+        step = float(self._moments[0])
+        return all(
+            state.get(p) is own and float(own["step"]) == step for p, own in zip(self.params, self._states, strict=True)
         )
 
     def _build(self) -> None:
