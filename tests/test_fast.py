@@ -167,6 +167,12 @@ def test_reinforce_fast_collection_equals_its_standard_path(space, baseline):
     assert fast.fast_path_fallback() is None and standard.fast_path_fallback() == "fast=False"
     assert fast._n_updates == standard._n_updates > 1
     assert th.equal(policy_params(fast), policy_params(standard))
+    if baseline == "value":  # the value regression ran on the fast path, with the same Adam state
+        assert fast._flat_adams is not None and id(fast.value_optimizer) in fast._flat_adams
+        states = [model.value_optimizer.state_dict()["state"] for model in (fast, standard)]
+        assert states[0].keys() == states[1].keys() and len(states[0]) > 0
+        for index, state in states[0].items():
+            assert all(th.equal(state[key], states[1][index][key]) for key in ("step", "exp_avg", "exp_avg_sq"))
 
 
 @pytest.mark.parametrize(

@@ -167,8 +167,17 @@ class PolicyKernel:
 
     @staticmethod
     def _layers(network: th.nn.Module) -> list[Any]:
-        # an nn.Sequential of nn.Linear layers (as weight and bias) and activation modules
-        return [(layer.weight, layer.bias) if type(layer) is th.nn.Linear else layer for layer in network]  # type: ignore[attr-defined]
+        # an nn.Sequential of nn.Linear layers (as weight and bias) and activations: the function nn.Tanh / nn.ReLU call,
+        # any other activation module as it is
+        layers: list[Any] = []
+        for layer in network:  # type: ignore[attr-defined]
+            if type(layer) is th.nn.Linear:
+                layers.append((layer.weight, layer.bias))
+            elif type(layer) is th.nn.Tanh or (type(layer) is th.nn.ReLU and not layer.inplace):
+                layers.append(th.tanh if type(layer) is th.nn.Tanh else th.relu)
+            else:
+                layers.append(layer)
+        return layers
 
     @staticmethod
     def mlp(layers: list[Any], x: th.Tensor) -> th.Tensor:
@@ -519,8 +528,13 @@ def _same(first: list[th.nn.Parameter], second: list[th.nn.Parameter]) -> bool:
 class StandardUpdate:
     """The optimisation step as SB3 PPO writes it: ``zero_grad``, ``clip_grad_norm_``, ``optimizer.step``."""
 
-    def __init__(self, policy: BasePolicy) -> None:
+    def __init__(self, policy: BasePolicy, optimizer: th.optim.Optimizer | None = None) -> None:
+        """
+        :param policy: the policy
+        :param optimizer: the optimizer the steps use (default: the policy's; REINFORCE's value fit: its own)
+        """
         self.policy = policy
+        self.optimizer: th.optim.Optimizer = policy.optimizer if optimizer is None else optimizer
         self._raw: th.Tensor | None = None
 
     def begin(self) -> None:
@@ -537,11 +551,11 @@ class StandardUpdate:
         return self.policy.predict_values(obs)  # type: ignore[operator]
 
     def zero_grad(self) -> None:
-        self.policy.optimizer.zero_grad()
+        self.optimizer.zero_grad()
 
     def gradient_norm(self) -> th.Tensor:
-        """:return: the global norm of the parameters' gradients (read only)"""
-        return gradient_norm(self.policy.parameters())
+        """:return: the global norm of the gradients of the optimizer's parameters (read only)"""
+        return gradient_norm(p for group in self.optimizer.param_groups for p in group["params"])
 
     def clip_grad_norm(self, max_norm: float, keep_gradient: bool = False) -> th.Tensor:
         """
@@ -559,7 +573,7 @@ class StandardUpdate:
         return self._raw
 
     def step(self) -> None:
-        self.policy.optimizer.step()
+        self.optimizer.step()
 
     def end(self) -> None:
         pass
@@ -581,11 +595,11 @@ class FastUpdate(StandardUpdate):
     """
 
     def __init__(self, policy: ActorCriticPolicy, kernel: PolicyKernel, adam: FlatAdam) -> None:
-        super().__init__(policy)
+        super().__init__(policy, adam.optimizer)
         self.kernel = kernel
         self.adam = adam
         self.params = adam.params
-        self.all_params: list[th.nn.Parameter] = list(policy.optimizer.param_groups[0]["params"])
+        self.all_params = adam.all_params()
         self._grad: th.Tensor | None = None  # the flat clipped gradient of the last step
         self._data: _Rollout | None = None
 
@@ -705,8 +719,8 @@ class FastPathAlgorithm(OnPolicyAlgorithm):
     """
 
     fast: bool
-    #: the flat buffers of the fast update (not saved: rebuilt from the parameters and the optimizer's state)
-    _flat_adam: FlatAdam | None = None
+    #: the flat buffers of the fast update, by optimizer (not saved: rebuilt from the parameters and the optimizer's state)
+    _flat_adams: dict[int, FlatAdam] | None = None
 
     def fast_path_fallback(self, part: str = "rollout") -> str | None:
         """
@@ -720,21 +734,32 @@ class FastPathAlgorithm(OnPolicyAlgorithm):
             reason = flat_adam_fallback(self.policy.optimizer)
         return reason
 
-    def _update_steps(self, params: list[th.nn.Parameter] | None = None) -> StandardUpdate:
+    def _update_steps(
+        self, params: list[th.nn.Parameter] | None = None, optimizer: th.optim.Optimizer | None = None
+    ) -> StandardUpdate:
         """
         :param params: the parameters the steps update (default: all of the optimizer's)
+        :param optimizer: the optimizer (default: the policy's)
         :return: the optimisation step of the next update: ``FastUpdate`` where the fast path applies
         """
+        optimizer = self.policy.optimizer if optimizer is None else optimizer
         kernel = PolicyKernel.of(self.policy) if self.fast else None
-        if kernel is None or flat_adam_fallback(self.policy.optimizer) is not None:
-            return StandardUpdate(self.policy)
-        flat = self._flat_adam
-        if flat is None or flat.optimizer is not self.policy.optimizer or not _same(flat.params, params or flat.all_params()):
-            flat = self._flat_adam = FlatAdam(self.policy.optimizer, params)
+        if kernel is None or flat_adam_fallback(optimizer) is not None:
+            return StandardUpdate(self.policy, optimizer)
+        if self._flat_adams is None:
+            self._flat_adams = {}
+        flat = self._flat_adams.get(id(optimizer))
+        if flat is None or flat.optimizer is not optimizer or not _same(flat.params, params or flat.all_params()):
+            flat = self._flat_adams[id(optimizer)] = FlatAdam(optimizer, params)
         return FastUpdate(self.policy, kernel, flat)
 
+    @property
+    def _flat_adam(self) -> FlatAdam | None:
+        """The flat buffers of the policy optimizer's fast update (None before the first)."""
+        return None if self._flat_adams is None else self._flat_adams.get(id(self.policy.optimizer))
+
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "_flat_adam"]
+        return [*super()._excluded_save_params(), "_flat_adams"]
 
     def collect_rollouts(
         self,

@@ -45,7 +45,8 @@ import torch as th
 from stable_baselines3.common.policies import ActorCriticPolicy
 from torch.nn import functional as F
 
-from sb3_ppo_variants.common.guards import NonFiniteGuard, gradient_norm
+from sb3_ppo_variants.common.fast import StandardUpdate
+from sb3_ppo_variants.common.guards import NonFiniteGuard
 from sb3_ppo_variants.reinforce.episodes import EpisodeBatch, TensorObservation
 
 BaselineName = Literal["none", "mean", "value", "optimal"]
@@ -346,8 +347,7 @@ class ValueBaseline(Baseline):
 
     def fit(
         self,
-        predict: Callable[[TensorObservation], th.Tensor],
-        optimizer: th.optim.Optimizer,
+        steps: StandardUpdate,
         batch: EpisodeBatch,
         value_targets: np.ndarray,
         guard: NonFiniteGuard,
@@ -355,8 +355,8 @@ class ValueBaseline(Baseline):
         """
         Regress V on the value targets. Minibatch order is drawn from NumPy's global generator (seeded by SB3).
 
-        :param predict: maps observations to V(s), shape (n,)
-        :param optimizer: the value optimiser
+        :param steps: the optimisation steps with the value optimiser (``predict_values``, ``zero_grad``,
+            ``gradient_norm``, ``step``: SB3's calls or the fast path's, the same arithmetic)
         :param batch: the episodes
         :param value_targets: the reward-to-go of every step (bootstrapped at time-limit truncations)
         :param guard: the algorithm's numerical guard (a non-finite loss or gradient skips the step)
@@ -366,20 +366,21 @@ class ValueBaseline(Baseline):
         target_tensor = th.as_tensor(value_targets, dtype=th.float32, device=device)
         n_steps = batch.n_steps
         batch_size = n_steps if self.batch_size is None else self.batch_size
-        parameters = [p for group in optimizer.param_groups for p in group["params"]]
         losses = []
+        steps.begin()
         for _ in range(self.n_epochs):
             indices = th.as_tensor(np.random.permutation(n_steps), device=device)
             for start in range(0, n_steps, batch_size):
                 idx = indices[start : start + batch_size]
-                loss = F.mse_loss(predict(batch.observations_of(idx)), target_tensor[idx])
-                optimizer.zero_grad()
+                loss = F.mse_loss(steps.predict_values(batch.observations_of(idx)).flatten(), target_tensor[idx])
+                steps.zero_grad()
                 loss.backward()
                 # Numerical guard: a NaN target must not reach the value head's weights
-                if guard.skipped("value loss or gradient norm", loss, gradient_norm(parameters), optimizer=optimizer):
+                if guard.skipped("value loss or gradient norm", loss, steps.gradient_norm(), optimizer=steps.optimizer):
                     continue
-                optimizer.step()
+                steps.step()
                 losses.append(loss.item())
+        steps.end()
         self.n_fits += 1
         self.last_value_loss = float(np.mean(losses)) if losses else float("nan")
         return self.last_value_loss

@@ -465,13 +465,9 @@ class REINFORCE(FastPathAlgorithm, MeasuredAlgorithm, OnPolicyAlgorithm):
         if isinstance(self.baseline_state, ValueBaseline):
             value_lr = self.value_lr_schedule(self._current_progress_remaining)
             update_learning_rate(self.value_optimizer, value_lr)
-            value_loss = self.baseline_state.fit(
-                lambda obs: self.policy.predict_values(obs).flatten(),
-                self.value_optimizer,
-                batch,
-                value_targets,
-                self.nonfinite_guard,
-            )
+            # SB3's calls or the fast path's (the same arithmetic, docs/speed.md)
+            value_steps = self._update_steps(optimizer=self.value_optimizer)
+            value_loss = self.baseline_state.fit(value_steps, batch, value_targets, self.nonfinite_guard)
             self.logger.record("train/value_loss", value_loss)
             self.logger.record("train/value_learning_rate", value_lr)
 
