@@ -34,7 +34,7 @@ Reported, median and interquartile range over repetitions:
 The zoo's ``lin_`` schedules are held at their initial value (a schedule's progress means nothing for updates out
 of a training's context).
 
-    python -m benchmarks.speed                    # profile full: 5 repetitions of both environments (~17 min on 2 cores)
+    python -m benchmarks.speed                    # profile full: 5 repetitions of 5 rounds, both environments (~28 min)
     python -m benchmarks.speed --env CartPole-v1 --repetitions 2   # a part
     python -m benchmarks.speed --smoke            # CI smoke test (seconds)
     python -m benchmarks.speed --report-only      # results.md from results.json
@@ -118,7 +118,7 @@ UNITS = {
 # environment steps per round of each floor
 FLOOR_STEPS = {"CartPole-v1": 20_000, "HalfCheetah-v5": 5_000}
 PROFILES: dict[str, dict[str, Any]] = {
-    "full": {"repetitions": 5, "rounds": 3, "units": UNITS, "floor_steps": FLOOR_STEPS, "envs": list(SETTINGS)},
+    "full": {"repetitions": 5, "rounds": 5, "units": UNITS, "floor_steps": FLOOR_STEPS, "envs": list(SETTINGS)},
     "smoke": {"repetitions": 1, "rounds": 1, "units": {}, "floor_steps": {"CartPole-v1": 200}, "envs": ["CartPole-v1"]},
 }
 
