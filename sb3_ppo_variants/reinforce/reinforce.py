@@ -136,8 +136,8 @@ class REINFORCE(FastPathAlgorithm, MeasuredAlgorithm, OnPolicyAlgorithm):
     :param diagnostics: ``"off"`` (losses and baseline only), ``"basic"`` (default: the shared diagnostics, cheap)
         or ``"full"`` (adds ``grad_variance``, which needs per-episode gradients, and the per-state KL maximum;
         with ``baseline="optimal"`` ``grad_variance`` is free and logged from ``"basic"`` on); see docs/diagnostics.md
-    :param fast: draw the actions of the collection on the fast path where it applies (the same actions, bit for bit,
-        in less time; see docs/speed.md); ``False`` runs SB3's code
+    :param fast: draw the collection's actions and run the value regression on the fast path where it applies (the same
+        results, bit for bit, in less time; see docs/speed.md); ``False`` runs SB3's code
     :param _init_setup_model: Whether or not to build the network at the creation of the instance
     """
 
