@@ -139,7 +139,6 @@ class PolicyKernel:
     """
 
     def __init__(self, policy: ActorCriticPolicy) -> None:
-        self.policy = policy
         self.action_dist = policy.action_dist
         # the distribution family, tested once (isinstance on SB3's abstract classes costs a microsecond per call)
         self.gaussian = isinstance(policy.action_dist, DiagGaussianDistribution)
@@ -734,6 +733,10 @@ class FastPathAlgorithm(OnPolicyAlgorithm):
             reason = flat_adam_fallback(self.policy.optimizer)
         return reason
 
+    def _kernel(self) -> PolicyKernel | None:
+        """:return: the policy's kernel for one rollout or update, None when the standard code runs"""
+        return PolicyKernel.of(self.policy) if self.fast else None
+
     def _update_steps(
         self, params: list[th.nn.Parameter] | None = None, optimizer: th.optim.Optimizer | None = None
     ) -> StandardUpdate:
@@ -743,7 +746,7 @@ class FastPathAlgorithm(OnPolicyAlgorithm):
         :return: the optimisation step of the next update: ``FastUpdate`` where the fast path applies
         """
         optimizer = self.policy.optimizer if optimizer is None else optimizer
-        kernel = PolicyKernel.of(self.policy) if self.fast else None
+        kernel = self._kernel()
         if kernel is None or flat_adam_fallback(optimizer) is not None:
             return StandardUpdate(self.policy, optimizer)
         if self._flat_adams is None:
@@ -769,8 +772,8 @@ class FastPathAlgorithm(OnPolicyAlgorithm):
         n_rollout_steps: int,
     ) -> bool:
         """SB3's ``collect_rollouts``; with the fast path, the policy's forward pass is ``PolicyKernel.forward``."""
-        kernel = PolicyKernel.of(self.policy) if self.fast else None
-        if kernel is None or self.use_sde:
+        kernel = self._kernel()
+        if kernel is None:  # gSDE, other policies, fast=False
             return super().collect_rollouts(env, callback, rollout_buffer, n_rollout_steps)
         assert self._last_obs is not None, "No previous observation was provided"
         # Switch to eval mode (this affects batch norm / dropout)

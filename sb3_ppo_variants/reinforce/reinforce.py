@@ -20,7 +20,7 @@ from sb3_ppo_variants.common.diagnostics import (
     OldPolicy,
     measuring,
 )
-from sb3_ppo_variants.common.fast import FastPathAlgorithm, PolicyKernel
+from sb3_ppo_variants.common.fast import FastPathAlgorithm
 from sb3_ppo_variants.common.guards import nonfinite_observation_guard
 from sb3_ppo_variants.common.validation import check_bool, check_choice, check_float, check_int, check_schedule
 from sb3_ppo_variants.reinforce.baselines import (
@@ -304,7 +304,7 @@ class REINFORCE(FastPathAlgorithm, MeasuredAlgorithm, OnPolicyAlgorithm):
 
         callback.on_rollout_start()
         # the fast path: the same actions, drawn without torch.distributions objects (docs/speed.md)
-        kernel = PolicyKernel.of(self.policy) if self.fast and not self.use_sde else None
+        kernel = self._kernel()  # None with gSDE (its distribution is not the kernel's)
 
         while not self._batch_ready():
             if self.use_sde and self.sde_sample_freq > 0 and n_steps % self.sde_sample_freq == 0:
