@@ -6,7 +6,7 @@ for each diagnostics level, in this one process with one torch thread.
 
 Design (a paired, interleaved measurement): each repetition builds the reference and our algorithm at
 every diagnostics level with the same seed, then trains them in lock-step, one rollout + update at a
-time, rotating which model goes first. Slow drifts of a shared machine (other processes, CPU frequency)
+time, in a turn order drawn at random for each round. Slow drifts of a shared machine (other processes, CPU frequency)
 therefore hit every model alike, which a run-after-run comparison of whole trainings cannot achieve
 (its ratios spread by +-10 % on this machine). The time of each update is taken inside ``learn`` (from
 the training-start to the training-end callback event), so ``learn``'s own set-up is not counted. Ratios
@@ -14,15 +14,15 @@ are taken on the summed times of a repetition; the median and interquartile rang
 reported.
 
 Two copies of the reference (same class, settings and seed, so exactly the same work) train in the same
-rotation; ours is divided by their mean time. The ratio of one copy to the other, the ``control`` row, is the
+rounds; ours is divided by their mean time. The ratio of one copy to the other, the ``control`` row, is the
 resolution of the measurement on this machine: a ratio of ours within the control's spread is no measurable
-overhead. The construction order of the five models rotates with the repetitions as well (where a model's
+overhead. The construction order of the five models rotates with the repetitions (where a model's
 objects lie in memory changes its speed by a few percent).
 
-The timing machinery (rotation, clocks, ratios, median and interquartile range) is ``benchmarks.paired``, shared with
+The timing machinery (turn orders, clocks, ratios, median and interquartile range) is ``benchmarks.paired``, shared with
 the end-to-end measurement ``benchmarks.speed``. Not through the runner's ``run_all``: the runner trains each run
 whole, in a worker process of its own, while this measurement needs the five models of a pair in one process,
-advanced update by update in rotation. It shares the rest: the command line of every experiment, the runs built from
+advanced update by update in turn. It shares the rest: the command line of every experiment, the runs built from
 the zoo entries as ``rl_zoo3.train`` builds them (``runner.spec_from_zoo``, ``runner.make_env``) and the converter of
 zoo entries (with the ``lin_`` schedules held at their initial value: a schedule's progress means nothing for single
 updates out of a training's context).
@@ -64,8 +64,8 @@ PAIRS = [
 KEYS = list(REFERENCES)
 # CartPole-v1: each algorithm's own zoo entry; HalfCheetah-v5: ppo_kl.yml's entry is the PPO paper's settings
 ENVIRONMENTS = {"CartPole-v1": None, "HalfCheetah-v5": {"ppo_clip": "ppo_kl"}}
-# updates per repetition: multiples of the 5 models, so each model takes each position of the rotation equally often
-# (about 5 to 25 seconds of training per model and repetition)
+# updates per repetition, one per round in a turn order drawn at random for each round (about 5 to 25 seconds of
+# training per model and repetition)
 UPDATES = {
     "CartPole-v1": {"PPOClip / PPO": 30, "PPOKL / PPO": 30, "TRPOKL / TRPO": 10},
     "HalfCheetah-v5": {name: 5 for name, *_ in PAIRS},

@@ -1,13 +1,15 @@
 """The paired, interleaved timing that ``benchmarks.overhead`` and ``benchmarks.speed`` share.
 
 A repetition builds every contestant of a comparison (models with the same seed, and anything else that is timed
-beside them, such as an environment stepped with random actions) in one process, in a construction order that
-rotates with the repetition (where a model's objects lie in memory changes its speed by a few percent). It then
-advances each of them once, untimed (the first update of a model, and of the process, pays one-off costs), and
-then in rounds: in each round every contestant advances its number of units (updates) in turn, and the turn
-order rotates from round to round. Slow drifts of a shared machine (other processes, CPU frequency) therefore hit
-every contestant alike. Python's cyclic garbage collector runs between rounds, not inside one (as ``timeit``
-does), so no contestant is charged for another's garbage; the contestants' own objects are frozen out of its scans.
+beside them, such as an environment stepped with random actions) in one process, in a construction order that rotates
+with the repetition (where a model's objects lie in memory changes its speed by a few percent). It then advances each
+of them once, untimed (the first update of a model, and of the process, pays one-off costs), and then in rounds: in
+each round every contestant advances its number of units (updates) in turn, in a turn order drawn at random for each
+round (seeded by the repetition). Slow drifts of a shared machine (other processes, CPU frequency) therefore hit every
+contestant alike, and no contestant always follows the same one (a plain rotation runs the control copy right after
+its original in almost every round, where it may find the same code warm in the caches). Python's cyclic garbage
+collector runs between rounds, not inside one (as ``timeit`` does), so no contestant is charged for another's garbage;
+the contestants' own objects are frozen out of its scans.
 
 A :class:`Clock` adds up the wall-clock (``time.perf_counter``) and CPU (``time.process_time``: every thread of the
 process) seconds and the environment steps of a contestant; as the callback of ``learn`` it times from the
@@ -133,25 +135,29 @@ def training(cls: type, spec: RunSpec, seed: int, kwargs: Mapping[str, Any]) -> 
     return build
 
 
-def run_rotation(
-    contestants: Mapping[str, Contestant], rounds: int, units: Mapping[str, int] | None = None
+def run_rounds(
+    contestants: Mapping[str, Contestant], rounds: int, units: Mapping[str, int] | None = None, seed: int = 0
 ) -> dict[str, Clock]:
     """
-    Advance every contestant once untimed, then ``rounds`` rounds, the turn order rotated by one each round.
+    Advance every contestant once untimed, then ``rounds`` rounds, each in a turn order drawn at random.
 
-    :param contestants: label -> contestant, in the order of the first round
+    :param contestants: label -> contestant, in the order of the untimed advance
     :param units: label -> units per turn (default 1)
+    :param seed: the seed of the turn orders (a generator of its own: the global RNGs the models draw from are not
+        touched)
     :return: label -> the clock of its timed units
     """
     labels = list(contestants)
     for label in labels:
         contestants[label].advance(Clock())
     clocks = {label: Clock() for label in labels}
-    for round_ in range(rounds):
+    order = np.random.default_rng(seed)
+    for _ in range(rounds):
+        turns = [labels[index] for index in order.permutation(len(labels))]
         gc.collect()
         gc.disable()
         try:
-            for label in rotated(labels, round_):
+            for label in turns:
                 for _ in range((units or {}).get(label, 1)):
                     contestants[label].advance(clocks[label])
         finally:
@@ -163,8 +169,8 @@ def run_repetition(
     factories: Mapping[str, Callable[[], Contestant]], repetition: int, rounds: int, units: Mapping[str, int] | None = None
 ) -> dict[str, Clock]:
     """
-    Build the contestants in an order rotated by ``repetition`` (which also rotates the turn order of the rounds), time
-    them with :func:`run_rotation`, close them.
+    Build the contestants in an order rotated by ``repetition``, time them with :func:`run_rounds` (turn orders seeded
+    by ``repetition``), close them.
 
     :param factories: label -> a function that builds the contestant
     :return: label -> its clock, in the order of ``factories``
@@ -174,7 +180,7 @@ def run_repetition(
     gc.collect()
     gc.freeze()
     try:
-        clocks = run_rotation(contestants, rounds, units)
+        clocks = run_rounds(contestants, rounds, units, seed=repetition)
     finally:
         gc.unfreeze()
         for contestant in contestants.values():

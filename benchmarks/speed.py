@@ -12,13 +12,14 @@ with one torch thread, on:
   HalfCheetah-v4 entry for A2C and REINFORCE's own default entry.
 
 Design: the paired, interleaved measurement of ``benchmarks.overhead`` (``benchmarks.paired``), end to end. Each
-repetition builds every model with the same seed, in a construction order that rotates with the repetitions, makes
-one untimed update each, then runs rounds: in each round every model makes its fixed number of updates (sized to
-about a second of training) in turn, the order rotating from round to round, so a shared machine's drifts hit every
-model alike. An update is ``learn(1, reset_num_timesteps=False)``: exactly one rollout + update, timed from the
-training-start to the training-end callback event (model construction and ``learn``'s set-up are not counted), its
-steps counted from ``num_timesteps``. Throughput is steps over seconds of a repetition, by CPU time
-(``time.process_time``, every thread of the process: JAX runs several) and by wall clock (``time.perf_counter``).
+repetition builds every model with the same seed, in a construction order that rotates with the repetitions, makes one
+untimed update each, then runs rounds: in each round every model makes its fixed number of updates (about half a
+second of training on CartPole-v1, one update on HalfCheetah-v5) in turn, in a turn order drawn at random for each
+round, so a shared machine's drifts hit every model alike. An update is ``learn(1, reset_num_timesteps=False)``:
+exactly one rollout + update, timed from the training-start to the training-end callback event (model construction and
+``learn``'s set-up are not counted), its steps counted from ``num_timesteps``. Throughput is steps over seconds of a
+repetition, by CPU time (``time.process_time``, every thread of the process: JAX runs several) and by wall clock
+(``time.perf_counter``).
 
 Reported, median and interquartile range over repetitions:
 
@@ -27,14 +28,14 @@ Reported, median and interquartile range over repetitions:
   the original) is the resolution of the measurement on this machine (1.00 +- 0.03 on a quiet one);
 - the fraction of the floor: steps per second over those of the algorithm's environment stack alone (SB3's
   ``DummyVecEnv`` of ``Monitor``-wrapped environments, plus ``VecNormalize`` where the zoo normalises, as
-  ``rl_zoo3.train`` builds it) stepped with uniform-random actions in the same rotation; the raw gymnasium
+  ``rl_zoo3.train`` builds it) stepped with uniform-random actions in the same rounds; the raw gymnasium
   environment (``gymnasium.make``, random actions) is reported beside it. The floor is the speed of an algorithm
   that cost nothing.
 
 The zoo's ``lin_`` schedules are held at their initial value (a schedule's progress means nothing for updates out
 of a training's context).
 
-    python -m benchmarks.speed                    # profile full: 5 repetitions of 5 rounds, both environments (~28 min)
+    python -m benchmarks.speed                    # profile full: 8 repetitions of 4 rounds, both environments (~30 min)
     python -m benchmarks.speed --env CartPole-v1 --repetitions 2   # a part
     python -m benchmarks.speed --smoke            # CI smoke test (seconds)
     python -m benchmarks.speed --report-only      # results.md from results.json
@@ -110,15 +111,18 @@ RAW = "floor: gymnasium env"
 # what a row reports, with its digits: steps per second, the ratio to the peers, the fraction of the floor, the floor's
 # ratio to the peers
 QUANTITIES = {"steps_per_s": 1, "ratio": 4, "floor_fraction": 4, "floor_ratio": 4}
-# updates per model and round: about a second of training each (by class; not listed: 1)
+# updates per model and round: about half a second of training each on CartPole-v1, one update (1 to 4 s) on
+# HalfCheetah-v5 (by class; not listed: 1)
 UNITS = {
-    "CartPole-v1": {"ppo": 8, "ppo_clip": 8, "ppo_kl": 8, SBX_CLASS: 15, "a2c": 100, "trpo": 2, "trpo_kl": 2, "reinforce": 2},
+    "CartPole-v1": {"ppo": 4, "ppo_clip": 4, "ppo_kl": 4, SBX_CLASS: 8, "a2c": 50},
     "HalfCheetah-v5": {"a2c": 150},
 }
 # environment steps per round of each floor
-FLOOR_STEPS = {"CartPole-v1": 20_000, "HalfCheetah-v5": 5_000}
+FLOOR_STEPS = {"CartPole-v1": 10_000, "HalfCheetah-v5": 2_500}
 PROFILES: dict[str, dict[str, Any]] = {
-    "full": {"repetitions": 5, "rounds": 5, "units": UNITS, "floor_steps": FLOOR_STEPS, "envs": list(SETTINGS)},
+    # many repetitions of a few rounds: a model's speed depends a little on where its objects lie in memory, so each
+    # repetition (new models) is one draw of that, on top of the machine's drifts that the rounds average
+    "full": {"repetitions": 8, "rounds": 4, "units": UNITS, "floor_steps": FLOOR_STEPS, "envs": list(SETTINGS)},
     # smoke: the machinery only, each model's rollout cut to at most 64 steps per environment (minibatches to match),
     # without SBX
     "smoke": {

@@ -128,6 +128,34 @@ def test_paired_ratios_and_summaries():
     assert list(summaries) == list(paired.CLOCKS) and summaries["cpu"] == (3.0, [2.5, 3.5], [2.0, 4.0])
 
 
+class _Recorder:
+    def __init__(self, label: str, log: list[str]) -> None:
+        self.label, self.log = label, log
+
+    def advance(self, clock: paired.Clock) -> None:
+        self.log.append(self.label)
+
+    def close(self) -> None:
+        pass
+
+
+def test_paired_rounds_draw_a_turn_order_per_round():
+    log: list[str] = []
+    labels = [str(i) for i in range(5)]
+    clocks = paired.run_rounds({label: _Recorder(label, log) for label in labels}, rounds=40, units={"0": 2})
+    assert list(clocks) == labels
+    assert log[:5] == labels  # the untimed advance, in order
+    rounds = [log[5 + 6 * r : 5 + 6 * (r + 1)] for r in range(40)]
+    assert all(sorted(set(turns)) == labels and turns.count("0") == 2 for turns in rounds)
+    # no contestant always follows the same one (a rotation would put "1" right after "0" in 4 rounds out of 5)
+    followers = {turns[turns.index("0") + 2] for turns in rounds if turns.index("0") < 4}
+    assert len(followers) > 2
+    # seeded: the same orders again
+    again: list[str] = []
+    paired.run_rounds({label: _Recorder(label, again) for label in labels}, rounds=40, units={"0": 2})
+    assert again == log
+
+
 def test_algorithm_keys_come_from_the_zoo_table():
     assert zoo_table.ALGOS == [*ZOO_ALGOS, "ppo", "a2c", "trpo"] and step_size.ALGOS == list(ZOO_ALGOS)
     assert [runner.algorithm_class(key).__name__ for key in ZOO_ALGOS] == [name for _, name in ZOO_ALGOS.values()]

@@ -338,10 +338,16 @@ class PolicyKernel:
         categoricals = [_categorical(logits) for logits in parameters]
         return categoricals[0] if self.categorical else categoricals
 
-    def evaluate_actions(self, obs: th.Tensor, actions: th.Tensor) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
+    def evaluate_actions(
+        self, obs: th.Tensor, actions: th.Tensor, entropy_gradient: bool = True
+    ) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
         """
         ``policy.evaluate_actions(obs, actions)``: values, log-probabilities, entropy (with gradient); like SB3's, it
         leaves the minibatch's distribution in ``policy.action_dist`` (PPOKL's penalty reads it)
+
+        :param entropy_gradient: False: the entropy without gradient, for a loss that multiplies it by 0 (SB3's default
+            ``ent_coef=0.0``). Its branch of the backward pass would only add exact zeros to the gradients, so leaving
+            it out changes no bit of them; the entropy's value is the same.
         """
         features = self.features(obs)
         latent_pi = self.mlp(self._actor, features)
@@ -350,7 +356,11 @@ class PolicyKernel:
         parameters = self._parameters(output)
         log_prob = self.log_prob(output, parameters, actions)
         values = F.linear(latent_vf, *self._value_net)
-        entropy = self.entropy(output, parameters)
+        if entropy_gradient:
+            entropy = self.entropy(output, parameters)
+        else:
+            with th.no_grad():
+                entropy = self.entropy(output, parameters)
         self.action_dist.distribution = self.torch_distribution(output, parameters)  # type: ignore[attr-defined]
         return values, log_prob, entropy
 
@@ -543,7 +553,14 @@ class StandardUpdate:
         """:return: SB3's minibatches (``buffer.get(batch_size)``) with their indices in the flattened buffer"""
         return iter_minibatches(buffer, batch_size)  # type: ignore[return-value]
 
-    def evaluate_actions(self, obs: Any, actions: th.Tensor) -> tuple[th.Tensor, th.Tensor, th.Tensor | None]:
+    def evaluate_actions(
+        self, obs: Any, actions: th.Tensor, entropy_gradient: bool = True
+    ) -> tuple[th.Tensor, th.Tensor, th.Tensor | None]:
+        """
+        :param entropy_gradient: whether the loss needs the entropy's gradient (False: ``ent_coef`` is 0; SB3's
+            ``evaluate_actions`` records it anyway)
+        :return: ``policy.evaluate_actions(obs, actions)``
+        """
         return self.policy.evaluate_actions(obs, actions)  # type: ignore[operator]
 
     def predict_values(self, obs: Any) -> th.Tensor:
@@ -629,8 +646,10 @@ class FastUpdate(StandardUpdate):
             samples = RolloutBufferSamples(*(tensor.index_select(0, batch) for tensor in data))
             yield indices[start : start + batch_size], samples
 
-    def evaluate_actions(self, obs: Any, actions: th.Tensor) -> tuple[th.Tensor, th.Tensor, th.Tensor | None]:
-        return self.kernel.evaluate_actions(obs, actions)
+    def evaluate_actions(
+        self, obs: Any, actions: th.Tensor, entropy_gradient: bool = True
+    ) -> tuple[th.Tensor, th.Tensor, th.Tensor | None]:
+        return self.kernel.evaluate_actions(obs, actions, entropy_gradient)
 
     def predict_values(self, obs: th.Tensor) -> th.Tensor:
         """``policy.predict_values(obs)`` (with gradient)"""

@@ -154,7 +154,9 @@ class InstrumentedPPO(GuardedRollouts, FastPathAlgorithm, MeasuredAlgorithm, PPO
                     # Convert discrete action from float to long
                     actions = rollout_data.actions.long().flatten()
 
-                values, log_prob, entropy = steps.evaluate_actions(rollout_data.observations, actions)
+                values, log_prob, entropy = steps.evaluate_actions(
+                    rollout_data.observations, actions, entropy_gradient=self.ent_coef != 0.0
+                )
                 values = values.flatten()
                 # Normalize advantage
                 advantages = rollout_data.advantages
