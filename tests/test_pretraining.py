@@ -8,6 +8,7 @@ from stable_baselines3.common.evaluation import evaluate_policy
 
 from sb3_ppo_variants import PPOKL, REINFORCE, TRPOKL, Demonstrations, PPOClip, behaviour_cloning, record_demonstrations
 from sb3_ppo_variants.common.pretraining import demonstration_log_likelihood
+from tests.helpers import learn_and_read_logs
 
 SMALL = dict(policy_kwargs=dict(net_arch=[16]), n_steps=64, seed=0)
 
@@ -154,3 +155,27 @@ def test_behaviour_cloning_reaches_the_experts_return_on_cartpole():
     behaviour_cloning(model, demos, n_epochs=20, seed=0)
     returns, _ = evaluate_policy(model, make_vec_env("CartPole-v1", n_envs=1, seed=7), n_eval_episodes=5)
     assert returns >= 450
+
+
+@pytest.mark.parametrize("route", ["initial", "zip"])
+def test_demonstrations_to_behaviour_cloning_to_fine_tuning_with_kl_to_the_clone(route, tmp_path):
+    """The end-to-end path: demonstrations -> BC -> RL fine-tuning with a KL term toward the cloned policy."""
+    demos = record_demonstrations(CartPoleExpert(), "CartPole-v1", n_steps=300, seed=0)
+    demos.save(tmp_path / "demos.npz")
+    demos = Demonstrations.load(tmp_path / "demos.npz")
+    if route == "initial":  # clone into the model itself: its policy at the first learn() is the reference
+        model = PPOClip("MlpPolicy", "CartPole-v1", ref_policy="initial", ref_kl_coef=0.1, **SMALL)
+        behaviour_cloning(model, demos, n_epochs=5, learning_rate=1e-2, seed=0)
+    else:  # clone, save, fine-tune a new model from the saved clone
+        clone = PPOClip("MlpPolicy", "CartPole-v1", **SMALL)
+        behaviour_cloning(clone, demos, n_epochs=5, learning_rate=1e-2, seed=0)
+        clone.save(tmp_path / "clone.zip")
+        model = PPOClip(
+            "MlpPolicy", "CartPole-v1", ref_policy=tmp_path / "clone.zip", ref_kl_coef=0.1, init_from_ref=True, **SMALL
+        )
+    cloned = demonstration_log_likelihood(model, demos)
+    assert cloned > -0.5  # the fine-tuning starts from the clone
+    logs = learn_and_read_logs(model, 128)
+    assert model.reference is not None
+    assert demonstration_log_likelihood(model.reference.policy, demos) == pytest.approx(cloned, abs=1e-6)
+    assert logs["train/ref_kl_coef"] == 0.1 and 0.0 < logs["train/ref_kl"] < 0.1
