@@ -159,20 +159,24 @@ def _describe(value: Any) -> Any:
     return f"<{type(value).__name__}>"
 
 
+def build_frozen(policy_class: type[BasePolicy], parameters: dict[str, Any], weights: dict[str, th.Tensor]) -> BasePolicy:
+    """
+    A policy rebuilt as ``BasePolicy.load`` does (class, constructor parameters, weights), in eval mode, without
+    gradients or optimizer; PyTorch's random state is untouched (building a network draws initial weights).
+    """
+    with th.random.fork_rng():
+        policy = policy_class(**parameters)
+    policy.load_state_dict(weights)
+    policy.optimizer = None  # type: ignore[assignment]  # the reference is never optimised
+    policy.set_training_mode(False)
+    policy.requires_grad_(False)
+    return policy
+
+
 def frozen_copy(policy: BasePolicy) -> BasePolicy:
-    """:return: a copy of the policy in eval mode, without gradients or optimizer (PyTorch's random state untouched)"""
-    optimizer = getattr(policy, "optimizer", None)
-    if optimizer is None:
-        frozen = copy.deepcopy(policy)
-    else:
-        policy.optimizer = None  # type: ignore[assignment]  # not copied: the reference is never optimised
-        try:
-            frozen = copy.deepcopy(policy)
-        finally:
-            policy.optimizer = optimizer
-    frozen.set_training_mode(False)
-    frozen.requires_grad_(False)
-    return frozen
+    """:return: a frozen copy of the policy (``build_frozen``), on the CPU"""
+    weights = {key: value.detach().cpu().clone() for key, value in policy.state_dict().items()}
+    return build_frozen(type(policy), policy._get_constructor_parameters(), weights)
 
 
 def load_policy(path: str | os.PathLike) -> BasePolicy:
@@ -325,13 +329,8 @@ class ReferenceTerm:
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        saved = state["policy"]
-        if saved is not None:
-            policy_class, parameters, weights = saved
-            with th.random.fork_rng():  # rebuilding draws initial weights: keep the user's random state
-                policy = policy_class(**parameters)
-            policy.load_state_dict(weights)
-            state["policy"] = frozen_copy(policy)
+        if state["policy"] is not None:
+            state["policy"] = build_frozen(*state["policy"])
         self.__dict__.update(state)
 
     def observations(self, observations: Any, env_normalizer: VecNormalize | None, device: th.device) -> Any:
@@ -473,7 +472,7 @@ class ReferenceAlgorithm(BaseAlgorithm):
     def _setup_learn(self, *args: Any, **kwargs: Any) -> tuple[int, BaseCallback]:
         # ref_policy="initial": the reference is the policy as the first learn() finds it
         if self.reference is not None and self.reference.policy is None:
-            self.reference.policy = frozen_copy(self.policy)
+            self.reference.policy = frozen_copy(self.policy).to(self.device)
         return super()._setup_learn(*args, **kwargs)
 
     def _excluded_save_params(self) -> list[str]:
