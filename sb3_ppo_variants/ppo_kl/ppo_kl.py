@@ -99,7 +99,7 @@ class PPOKL(InstrumentedPPO):
     :param kl_estimator: KL used in the penalty and for d: ``"analytic"`` (exact KL of SB3's categorical,
         diagonal Gaussian, multi-categorical and Bernoulli distributions), ``"sample"`` (k3 estimator on the
         rollout actions) or ``"auto"`` (analytic where defined, sample otherwise)
-    :param ref_policy: the frozen reference policy of the KL term (fine-tuning, see docs/fine_tuning_kl.md): None (off,
+    :param ref_policy: the frozen reference policy of the KL term (fine-tuning, see docs/reference_policy.md): None (off,
         the default), a path to an SB3 .zip, a loaded SB3 model or policy, or ``"initial"`` (the policy at the first
         ``learn()``); its spaces and distribution family must be the policy's. Saved inside the model zip.
     :param ref_kl_coef: beta, the coefficient of the KL to the reference (>= 0; 0 with the fixed controller: no penalty)

@@ -141,7 +141,7 @@ class REINFORCE(ReferenceAlgorithm, FastPathAlgorithm, MeasuredAlgorithm, OnPoli
     :param verbose: Verbosity level: 0 for no output, 1 for info messages, 2 for debug messages
     :param seed: Seed for the pseudo random generators
     :param device: Device (cpu, cuda, ...) on which the code should be run.
-    :param ref_policy: the frozen reference policy of the KL term (fine-tuning, see docs/fine_tuning_kl.md): None (off,
+    :param ref_policy: the frozen reference policy of the KL term (fine-tuning, see docs/reference_policy.md): None (off,
         the default), a path to an SB3 .zip, a loaded SB3 model or policy, or ``"initial"`` (the policy at the first
         ``learn()``); its spaces and distribution family must be the policy's. Saved inside the model zip.
     :param ref_kl_coef: beta, the coefficient of the KL to the reference (>= 0; 0 with the fixed controller: no penalty)
