@@ -143,30 +143,23 @@ def make_specs(profile: dict[str, Any]) -> list[RunSpec]:
         task="benchmarks.fine_tuning:fine_tune",
     )
     options = {key: profile[key] for key in ("source_steps", "eval_every", "eval_episodes", "demo_steps", "bc_epochs")}
+    # part -> (run id prefix, training task, the settings' reference terms, source policy)
+    parts = {"forgetting": ("forgetting", SWAPPED, FORGETTING, "expert"), "bc_to_rl": ("bc", ORIGINAL, BC_TO_RL, "bc")}
     specs = []
     for seed in profile["seeds"]:
-        for setting in profile["forgetting"]:
-            specs.append(
-                RunSpec(
-                    run_id=f"forgetting-{_slug(setting)}-s{seed}",
-                    env_id=SWAPPED,
-                    seed=seed,
-                    labels={"part": "forgetting", "setting": setting},
-                    options={**options, "source": "expert", "reference": FORGETTING[setting]},
-                    **common,  # type: ignore[arg-type]
+        for part, (prefix, env_id, references, source) in parts.items():
+            for setting in profile[part]:
+                reference = references[setting]
+                specs.append(
+                    RunSpec(
+                        run_id=f"{prefix}-{_slug(setting)}-s{seed}",
+                        env_id=env_id,
+                        seed=seed,
+                        labels={"part": part, "setting": setting},
+                        options={**options, "source": None if reference is None else source, "reference": reference},
+                        **common,  # type: ignore[arg-type]
+                    )
                 )
-            )
-        for setting in profile["bc_to_rl"]:
-            specs.append(
-                RunSpec(
-                    run_id=f"bc-{_slug(setting)}-s{seed}",
-                    env_id=ORIGINAL,
-                    seed=seed,
-                    labels={"part": "bc_to_rl", "setting": setting},
-                    options={**options, "source": None if BC_TO_RL[setting] is None else "bc", "reference": BC_TO_RL[setting]},
-                    **common,  # type: ignore[arg-type]
-                )
-            )
     return specs
 
 
