@@ -151,11 +151,16 @@ def test_every_algorithm_trains_with_each_placement(cls, placement, env_id):
     assert th.isfinite(policy_params(model)).all()
 
 
-def test_fast_path_runs_with_the_reference_term():
-    model = make(PPOKL, ref_policy="initial", ref_kl_coef=0.1, ref_kl_placement="loss")
-    assert model.fast_path_fallback("update") is None
-    model.learn(128)
-    assert model._flat_adam is not None  # the update took the fast path
+@pytest.mark.parametrize("cls", [PPOKL, TRPOKL], ids=lambda c: c.__name__)
+@pytest.mark.parametrize("placement", ["reward", "loss"])
+def test_fast_path_runs_with_the_reference_term_and_equals_the_standard_code(cls, placement):
+    params = []
+    for fast in (True, False):
+        model = make(cls, "Pendulum-v1", fast=fast, ref_policy="initial", ref_kl_coef=0.1, ref_kl_placement=placement)
+        model.learn(192)
+        params.append(policy_params(model))
+        assert (model.fast_path_fallback("update") is None) == fast
+    assert th.equal(*params)
 
 
 # ----- init_from_ref, normalisation -------------------------------------------------------------------------------
