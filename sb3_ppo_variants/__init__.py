@@ -2,6 +2,7 @@
 
 import os
 
+from sb3_ppo_variants.common.pretraining import Demonstrations, behaviour_cloning, record_demonstrations
 from sb3_ppo_variants.ppo_clip import PPOClip
 from sb3_ppo_variants.ppo_kl import PPOKL
 from sb3_ppo_variants.reinforce import REINFORCE
@@ -12,4 +13,13 @@ version_file = os.path.join(os.path.dirname(__file__), "version.txt")
 with open(version_file) as file_handler:
     __version__ = file_handler.read().strip()
 
-__all__ = ["PPOKL", "REINFORCE", "TRPOKL", "PPOClip", "__version__"]
+__all__ = [
+    "PPOKL",
+    "REINFORCE",
+    "TRPOKL",
+    "Demonstrations",
+    "PPOClip",
+    "__version__",
+    "behaviour_cloning",
+    "record_demonstrations",
+]

@@ -73,3 +73,29 @@ def test_reinforce_variance_benchmark_smoke(tmp_path):
     ]
     assert sorted(path.name for path in (tmp_path / "runs").iterdir()) == ["CartPole-v1-s0.json", "Pendulum-v1-s0.json"]
     assert "none > mean [rtg]" in result.stdout
+
+
+def test_fine_tuning_benchmark_smoke(tmp_path):
+    from benchmarks import fine_tuning
+
+    run_module("benchmarks.fine_tuning", "--smoke", "--workers", "1", "--output", str(tmp_path))
+    results = json.loads((tmp_path / "results.json").read_text())
+    smoke = fine_tuning.PROFILES["smoke"]
+    rows = {(row["part"], row["setting"]): row for row in results["rows"]}
+    assert list(rows) == [("forgetting", s) for s in smoke["forgetting"]] + [("bc_to_rl", s) for s in smoke["bc_to_rl"]]
+    # the source policies (the expert, its clone) were trained once and cached beside the runs
+    models = sorted(path.name for path in (tmp_path / "runs" / "models").glob("*.zip"))
+    assert models == ["bc-s0-1024-100-2.zip", "expert-s0-1024.zip"]
+    for (_, setting), row in rows.items():
+        evals = row["per_seed"][0]
+        assert evals["start_original_task"] > 0 and evals["final_new_task"] > 0, setting
+        # the KL to the reference is measured whenever there is one (also with beta = 0), never without
+        assert ("final_ref_kl" in row) == (setting != "scratch"), setting
+    assert rows[("forgetting", "beta=0")]["final_ref_kl_coef"] == 0.0
+    assert len(rows[("forgetting", "proportional 0.05")]["second_half_ref_kl_over_target"]) == 1
+    assert (tmp_path / "fine_tuning.png").exists() and (tmp_path / "bc_to_rl.png").exists()
+    # --report-only: the same report from results.json
+    report = (tmp_path / "results.md").read_text()
+    (tmp_path / "results.md").unlink()
+    run_module("benchmarks.fine_tuning", "--report-only", "--output", str(tmp_path))
+    assert (tmp_path / "results.md").read_text() == report

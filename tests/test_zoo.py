@@ -13,6 +13,7 @@ import gymnasium as gym
 import numpy as np
 import optuna
 import pytest
+import torch as th
 import yaml
 
 import sb3_ppo_variants.zoo
@@ -213,3 +214,43 @@ def test_launcher_help_exits_0_and_routes_record_video(tmp_path):
     # a route's own --help is rl-zoo3's, with our keys registered (the hook is off)
     result = run(["-m", "sb3_ppo_variants.zoo", "record_video", "--help"], cwd=tmp_path, hook=False)
     assert "ppo_kl" in result.stdout and "--output-folder" in result.stdout
+
+
+@pytest.mark.parametrize("algo", list(ZOO_ALGOS))
+def test_samplers_sample_the_reference_term_only_when_a_reference_is_set(algo):
+    from sb3_ppo_variants.zoo.samplers import ZOO_HYPERPARAMS
+
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    assert not {"ref_kl_coef", "ref_kl_target"} & set(SAMPLERS[algo](study.ask(), 2, 1, {}))
+    for controller, keys in (("fixed", {"ref_kl_coef"}), ("proportional", {"ref_kl_coef", "ref_kl_target"})):
+        token = ZOO_HYPERPARAMS.set({"ref_policy": "model.zip", "ref_kl_controller": controller})
+        try:
+            trial = study.ask()
+            kwargs = SAMPLERS[algo](trial, 2, 1, {})
+        finally:
+            ZOO_HYPERPARAMS.reset(token)
+        assert {key for key in kwargs if key.startswith("ref_")} == keys
+        assert 0 < kwargs["ref_kl_coef"] <= 1
+        # rl-zoo3's --trial-id route gives them back
+        converted = CONVERTERS[algo](trial.params)
+        assert all(converted[key] == kwargs[key] for key in keys)
+
+
+@integration
+@pytest.mark.slow
+def test_unchanged_zoo_command_fine_tunes_a_zoo_model_toward_it(tmp_path):
+    """Train with the zoo, then fine-tune that model with ref_policy / init_from_ref given on the unchanged command."""
+    from sb3_ppo_variants import PPOKL
+
+    base = ["-m", "rl_zoo3.train", "--algo", "ppo_kl", "--env", "CartPole-v1", "-n", "256", "-f", "logs"]
+    run([*base, "--seed", "1"], cwd=tmp_path)
+    reference = "logs/ppo_kl/CartPole-v1_1/CartPole-v1.zip"
+    params = ["-params", f"ref_policy:'{reference}'", "ref_kl_coef:0.1", "init_from_ref:'actor_critic'"]
+    # two updates (8 environments x 32 steps each): SB3 prints the first one's logs before the second
+    result = run([*base, "--seed", "2", "--verbose", "1", "-n", "512", *params], cwd=tmp_path)
+    assert "ref_kl_reward" in result.stdout and "ref_kl " in result.stdout
+    tuned = PPOKL.load(tmp_path / "logs/ppo_kl/CartPole-v1_2/CartPole-v1.zip")
+    zoo_model = PPOKL.load(tmp_path / reference)
+    assert tuned.ref_policy == reference and tuned.reference.kl_coef == 0.1
+    for frozen, trained in zip(tuned.reference.policy.parameters(), zoo_model.policy.parameters(), strict=True):
+        assert th.equal(frozen, trained)

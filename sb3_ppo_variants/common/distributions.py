@@ -187,6 +187,24 @@ class DistributionSnapshot:
         kls = [_categorical_kl(log_probs, d.logits) for log_probs, d in zip(self.params, new, strict=True)]
         return th.stack(kls, dim=-1).sum(dim=-1)
 
+    def kl_from(self, distribution: Distribution) -> th.Tensor:
+        """
+        Exact KL(distribution || self) for every state, summed over independent action dimensions: the reverse of
+        ``kl_to`` (the reference-policy term's KL(pi_theta || pi_ref), with the reference as the snapshot).
+
+        :param distribution: the SB3 distribution of the current policy on the same states (gradients flow through it)
+        :return: tensor of shape (batch,)
+        """
+        new: Any = distribution.distribution
+        if self.kind == "normal":
+            return _gaussian_kl(new.loc, new.scale, self.params[0], self.params[1]).sum(dim=-1)
+        if self.kind == "categorical":
+            return _categorical_kl(_finite_log_probs(new.logits), self.params[0])
+        if self.kind == "bernoulli":
+            return kl_divergence(new, Bernoulli(logits=self.params[0])).sum(dim=-1)
+        kls = [_categorical_kl(_finite_log_probs(d.logits), log_probs) for log_probs, d in zip(self.params, new, strict=True)]
+        return th.stack(kls, dim=-1).sum(dim=-1)
+
     def mean_kl_to(self, distribution: Distribution) -> th.Tensor:
         """
         ``kl_to(distribution).mean()`` (equal up to float rounding), with fewer tensor operations for Gaussian and

@@ -35,6 +35,7 @@ from sb3_ppo_variants.common.diagnostics import (
 from sb3_ppo_variants.common.distributions import KLEstimator
 from sb3_ppo_variants.common.fast import FastPathAlgorithm
 from sb3_ppo_variants.common.guards import GuardedRollouts
+from sb3_ppo_variants.common.reference import ReferenceRollouts
 
 
 def clipped_surrogate(advantages: th.Tensor, ratio: th.Tensor, clip_range: float) -> tuple[th.Tensor, dict[str, th.Tensor]]:
@@ -52,7 +53,7 @@ def clipped_surrogate(advantages: th.Tensor, ratio: th.Tensor, clip_range: float
     return th.min(policy_loss_1, policy_loss_2).mean(), {"clip_fraction": clip_fraction}
 
 
-class InstrumentedPPO(GuardedRollouts, FastPathAlgorithm, MeasuredAlgorithm, PPO):
+class InstrumentedPPO(ReferenceRollouts, GuardedRollouts, FastPathAlgorithm, MeasuredAlgorithm, PPO):
     """
     SB3 PPO's update loop with the package's measurement layer and a pluggable policy-loss term.
     Not meant to be used directly: see ``PPOClip`` and ``PPOKL``, which call ``PPO.__init__`` with every
@@ -75,6 +76,8 @@ class InstrumentedPPO(GuardedRollouts, FastPathAlgorithm, MeasuredAlgorithm, PPO
             self.clip_range_vf = FloatSchedule(self.clip_range_vf)
         # the KL of the penalty and of policy_kl, the diagnostics object, the numerical guard
         self._setup_measurement(self.kl_estimator)
+        # the reference-policy term (off: reference is None)
+        self._setup_reference()
 
     # ----- hooks for subclasses -------------------------------------------------------------------
 
@@ -198,6 +201,8 @@ class InstrumentedPPO(GuardedRollouts, FastPathAlgorithm, MeasuredAlgorithm, PPO
                 entropy_losses.append(entropy_loss.item())
 
                 loss = policy_loss + self.ent_coef * entropy_loss + self.vf_coef * value_loss
+                # + beta * KL(pi_theta || pi_ref) with ref_kl_placement="loss" (the same tensor when the term is off)
+                loss = self._with_reference_penalty(loss, self.policy.action_dist, batch_indices)
                 losses.append(loss.item())
 
                 # Calculate approximate form of reverse KL Divergence for early stopping
@@ -236,6 +241,7 @@ class InstrumentedPPO(GuardedRollouts, FastPathAlgorithm, MeasuredAlgorithm, PPO
         # What the whole update did to the policy (policy_kl, ratios after it), then the algorithm's after-update step
         change = self._measure_update(old_policy)
         self._after_update(change)
+        self._record_reference(self.rollout_buffer.buffer_size * self.rollout_buffer.n_envs)
 
         explained_var = explained_variance(self.rollout_buffer.values.flatten(), self.rollout_buffer.returns.flatten())
 

@@ -8,6 +8,13 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedul
 
 from sb3_ppo_variants.common.diagnostics import DIAGNOSTICS_LEVELS, DiagnosticsLevel, OldPolicy
 from sb3_ppo_variants.common.ppo_family import InstrumentedPPO, clipped_surrogate
+from sb3_ppo_variants.common.reference import (
+    RefKLEstimator,
+    RefKLPlacement,
+    RefPolicy,
+    RefVecNormalize,
+    check_reference_arguments,
+)
 from sb3_ppo_variants.common.validation import check_bool, check_choice, check_ppo_arguments
 from sb3_ppo_variants.ppo_clip.policies import CnnPolicy, MlpPolicy, MultiInputPolicy
 
@@ -52,6 +59,23 @@ class PPOClip(InstrumentedPPO):
     :param verbose: Verbosity level: 0 for no output, 1 for info messages, 2 for debug messages
     :param seed: Seed for the pseudo random generators
     :param device: Device (cpu, cuda, ...) on which the code should be run.
+    :param ref_policy: the frozen reference policy of the KL term (fine-tuning, see docs/reference_policy.md): None (off,
+        the default), a path to an SB3 .zip, a loaded SB3 model or policy, or ``"initial"`` (the policy at the first
+        ``learn()``); its spaces and distribution family must be the policy's. Saved inside the model zip.
+    :param ref_kl_coef: beta, the coefficient of the KL to the reference (>= 0; 0 with the fixed controller: no penalty)
+    :param ref_kl_controller: ``"fixed"``, ``"adaptive"`` (PPO paper's rule) or ``"proportional"`` (Ziegler et al.):
+        beta adapted once per update from ``train/ref_kl`` toward ``ref_kl_target``
+    :param ref_kl_target: the KL to the reference the controller aims at (> 0; needed unless ``"fixed"``)
+    :param ref_kl_horizon: proportional controller: gain n / horizon with n the samples of the update (Ziegler's and
+        TRL's form, e.g. 10000); None: gain 0.1 per update
+    :param ref_kl_placement: ``"reward"``: r_t - beta * k(log pi_old(a_t|s_t) - log pi_ref(a_t|s_t)) before the returns
+        (RLHF); ``"loss"``: + beta * exact mean KL(pi_theta || pi_ref) in the loss (kickstarting, GRPO)
+    :param ref_kl_estimator: k of the reward placement: ``"k1"`` (the log-ratio, RLHF's), ``"k3"``, ``"abs"``, ``"mse"``
+    :param init_from_ref: False (own initialisation), True or ``"actor"`` (start the actor from the reference's
+        weights, the critic fresh) or ``"actor_critic"`` (both); the networks must have the same shapes
+    :param ref_vec_normalize: the reference's observation normalisation: None (the reference sees the policy's
+        observations), ``"raw"`` (the raw observations) or a ``VecNormalize`` / the path of one saved with
+        ``VecNormalize.save`` (the raw observations normalised with its frozen statistics)
     :param diagnostics: ``"off"`` (SB3 PPO's keys only), ``"basic"`` (default: the shared diagnostics,
         cheap) or ``"full"`` (adds per-state KL histogram and maximum); see docs/diagnostics.md
     :param fast: take the fast path where it applies (the same results, bit for bit, in less time; see
@@ -92,6 +116,15 @@ class PPOClip(InstrumentedPPO):
         verbose: int = 0,
         seed: int | None = None,
         device: th.device | str = "auto",
+        ref_policy: RefPolicy = None,
+        ref_kl_coef: float = 0.0,
+        ref_kl_controller: str = "fixed",
+        ref_kl_target: float | None = None,
+        ref_kl_horizon: int | None = None,
+        ref_kl_placement: RefKLPlacement = "reward",
+        ref_kl_estimator: RefKLEstimator = "k1",
+        init_from_ref: bool | str = False,
+        ref_vec_normalize: RefVecNormalize = None,
         diagnostics: DiagnosticsLevel = "basic",
         fast: bool = True,
         _init_setup_model: bool = True,
@@ -100,6 +133,7 @@ class PPOClip(InstrumentedPPO):
         check_ppo_arguments(locals())
         check_choice("diagnostics", diagnostics, DIAGNOSTICS_LEVELS)
         check_bool("fast", fast)
+        check_reference_arguments(locals())
         super().__init__(
             policy,
             env,
@@ -131,6 +165,7 @@ class PPOClip(InstrumentedPPO):
         self.diagnostics = diagnostics
         self.fast = fast
         self.kl_estimator = "auto"  # exact KL where SB3's distribution has one, for train/policy_kl
+        self._init_reference(locals())
         if _init_setup_model:
             self._setup_model()
 

@@ -13,6 +13,13 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedul
 from sb3_ppo_variants.common.diagnostics import DIAGNOSTICS_LEVELS, DiagnosticsLevel, OldPolicy, PolicyChange
 from sb3_ppo_variants.common.distributions import KL_ESTIMATORS, KLEstimator, mean_kl
 from sb3_ppo_variants.common.ppo_family import InstrumentedPPO, clipped_surrogate
+from sb3_ppo_variants.common.reference import (
+    RefKLEstimator,
+    RefKLPlacement,
+    RefPolicy,
+    RefVecNormalize,
+    check_reference_arguments,
+)
 from sb3_ppo_variants.common.validation import check_bool, check_choice, check_ppo_arguments
 from sb3_ppo_variants.ppo_kl.kl_control import KLController, KLControllerName, make_kl_controller
 from sb3_ppo_variants.ppo_kl.policies import CnnPolicy, MlpPolicy, MultiInputPolicy
@@ -92,6 +99,23 @@ class PPOKL(InstrumentedPPO):
     :param kl_estimator: KL used in the penalty and for d: ``"analytic"`` (exact KL of SB3's categorical,
         diagonal Gaussian, multi-categorical and Bernoulli distributions), ``"sample"`` (k3 estimator on the
         rollout actions) or ``"auto"`` (analytic where defined, sample otherwise)
+    :param ref_policy: the frozen reference policy of the KL term (fine-tuning, see docs/reference_policy.md): None (off,
+        the default), a path to an SB3 .zip, a loaded SB3 model or policy, or ``"initial"`` (the policy at the first
+        ``learn()``); its spaces and distribution family must be the policy's. Saved inside the model zip.
+    :param ref_kl_coef: beta, the coefficient of the KL to the reference (>= 0; 0 with the fixed controller: no penalty)
+    :param ref_kl_controller: ``"fixed"``, ``"adaptive"`` (PPO paper's rule) or ``"proportional"`` (Ziegler et al.):
+        beta adapted once per update from ``train/ref_kl`` toward ``ref_kl_target``
+    :param ref_kl_target: the KL to the reference the controller aims at (> 0; needed unless ``"fixed"``)
+    :param ref_kl_horizon: proportional controller: gain n / horizon with n the samples of the update (Ziegler's and
+        TRL's form, e.g. 10000); None: gain 0.1 per update
+    :param ref_kl_placement: ``"reward"``: r_t - beta * k(log pi_old(a_t|s_t) - log pi_ref(a_t|s_t)) before the returns
+        (RLHF); ``"loss"``: + beta * exact mean KL(pi_theta || pi_ref) in the loss (kickstarting, GRPO)
+    :param ref_kl_estimator: k of the reward placement: ``"k1"`` (the log-ratio, RLHF's), ``"k3"``, ``"abs"``, ``"mse"``
+    :param init_from_ref: False (own initialisation), True or ``"actor"`` (start the actor from the reference's
+        weights, the critic fresh) or ``"actor_critic"`` (both); the networks must have the same shapes
+    :param ref_vec_normalize: the reference's observation normalisation: None (the reference sees the policy's
+        observations), ``"raw"`` (the raw observations) or a ``VecNormalize`` / the path of one saved with
+        ``VecNormalize.save`` (the raw observations normalised with its frozen statistics)
     :param diagnostics: ``"off"``, ``"basic"`` (default) or ``"full"``; see docs/diagnostics.md
     :param fast: take the fast path where it applies (the same results, bit for bit, in less time; see
         docs/speed.md); ``False`` runs SB3's code everywhere
@@ -143,6 +167,15 @@ class PPOKL(InstrumentedPPO):
         kl_coef_max: float = 1e6,
         kl_hold_lr_fraction: float = 0.5,
         kl_estimator: KLEstimator = "auto",
+        ref_policy: RefPolicy = None,
+        ref_kl_coef: float = 0.0,
+        ref_kl_controller: str = "fixed",
+        ref_kl_target: float | None = None,
+        ref_kl_horizon: int | None = None,
+        ref_kl_placement: RefKLPlacement = "reward",
+        ref_kl_estimator: RefKLEstimator = "k1",
+        init_from_ref: bool | str = False,
+        ref_vec_normalize: RefVecNormalize = None,
         diagnostics: DiagnosticsLevel = "basic",
         fast: bool = True,
         _init_setup_model: bool = True,
@@ -163,6 +196,7 @@ class PPOKL(InstrumentedPPO):
         check_choice("kl_estimator", kl_estimator, KL_ESTIMATORS)
         check_choice("diagnostics", diagnostics, DIAGNOSTICS_LEVELS)
         check_bool("fast", fast)
+        check_reference_arguments(locals())
         super().__init__(
             policy,
             env,
@@ -205,6 +239,7 @@ class PPOKL(InstrumentedPPO):
         self.kl_coef_max = kl_coef_max
         self.kl_hold_lr_fraction = kl_hold_lr_fraction
         self.kl_control = kl_control
+        self._init_reference(locals())
         if _init_setup_model:
             self._setup_model()
 

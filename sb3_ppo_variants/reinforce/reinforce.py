@@ -22,6 +22,14 @@ from sb3_ppo_variants.common.diagnostics import (
 )
 from sb3_ppo_variants.common.fast import FastPathAlgorithm
 from sb3_ppo_variants.common.guards import nonfinite_observation_guard
+from sb3_ppo_variants.common.reference import (
+    ReferenceAlgorithm,
+    RefKLEstimator,
+    RefKLPlacement,
+    RefPolicy,
+    RefVecNormalize,
+    check_reference_arguments,
+)
 from sb3_ppo_variants.common.validation import check_bool, check_choice, check_float, check_int, check_schedule
 from sb3_ppo_variants.reinforce.baselines import (
     BASELINES,
@@ -76,7 +84,7 @@ def check_reinforce_arguments(kwargs: dict[str, Any]) -> None:
     check_bool("fast", kwargs["fast"])
 
 
-class REINFORCE(FastPathAlgorithm, MeasuredAlgorithm, OnPolicyAlgorithm):
+class REINFORCE(ReferenceAlgorithm, FastPathAlgorithm, MeasuredAlgorithm, OnPolicyAlgorithm):
     """
     REINFORCE: Monte-Carlo policy gradient on complete episodes (Williams 1992), with the baselines of the
     variance-reduction literature: none, batch mean, learned state value, and the variance-optimal constant.
@@ -133,6 +141,23 @@ class REINFORCE(FastPathAlgorithm, MeasuredAlgorithm, OnPolicyAlgorithm):
     :param verbose: Verbosity level: 0 for no output, 1 for info messages, 2 for debug messages
     :param seed: Seed for the pseudo random generators
     :param device: Device (cpu, cuda, ...) on which the code should be run.
+    :param ref_policy: the frozen reference policy of the KL term (fine-tuning, see docs/reference_policy.md): None (off,
+        the default), a path to an SB3 .zip, a loaded SB3 model or policy, or ``"initial"`` (the policy at the first
+        ``learn()``); its spaces and distribution family must be the policy's. Saved inside the model zip.
+    :param ref_kl_coef: beta, the coefficient of the KL to the reference (>= 0; 0 with the fixed controller: no penalty)
+    :param ref_kl_controller: ``"fixed"``, ``"adaptive"`` (PPO paper's rule) or ``"proportional"`` (Ziegler et al.):
+        beta adapted once per update from ``train/ref_kl`` toward ``ref_kl_target``
+    :param ref_kl_target: the KL to the reference the controller aims at (> 0; needed unless ``"fixed"``)
+    :param ref_kl_horizon: proportional controller: gain n / horizon with n the samples of the update (Ziegler's and
+        TRL's form, e.g. 10000); None: gain 0.1 per update
+    :param ref_kl_placement: ``"reward"``: r_t - beta * k(log pi_old(a_t|s_t) - log pi_ref(a_t|s_t)) before the returns
+        (RLHF); ``"loss"``: + beta * exact mean KL(pi_theta || pi_ref) in the loss (kickstarting, GRPO)
+    :param ref_kl_estimator: k of the reward placement: ``"k1"`` (the log-ratio, RLHF's), ``"k3"``, ``"abs"``, ``"mse"``
+    :param init_from_ref: False (own initialisation), True or ``"actor"`` (start the actor from the reference's
+        weights, the critic fresh) or ``"actor_critic"`` (both); the networks must have the same shapes
+    :param ref_vec_normalize: the reference's observation normalisation: None (the reference sees the policy's
+        observations), ``"raw"`` (the raw observations) or a ``VecNormalize`` / the path of one saved with
+        ``VecNormalize.save`` (the raw observations normalised with its frozen statistics)
     :param diagnostics: ``"off"`` (losses and baseline only), ``"basic"`` (default: the shared diagnostics, cheap)
         or ``"full"`` (adds ``grad_variance``, which needs per-episode gradients, and the per-state KL maximum;
         with ``baseline="optimal"`` ``grad_variance`` is free and logged from ``"basic"`` on); see docs/diagnostics.md
@@ -173,12 +198,22 @@ class REINFORCE(FastPathAlgorithm, MeasuredAlgorithm, OnPolicyAlgorithm):
         verbose: int = 0,
         seed: int | None = None,
         device: th.device | str = "auto",
+        ref_policy: RefPolicy = None,
+        ref_kl_coef: float = 0.0,
+        ref_kl_controller: str = "fixed",
+        ref_kl_target: float | None = None,
+        ref_kl_horizon: int | None = None,
+        ref_kl_placement: RefKLPlacement = "reward",
+        ref_kl_estimator: RefKLEstimator = "k1",
+        init_from_ref: bool | str = False,
+        ref_vec_normalize: RefVecNormalize = None,
         diagnostics: DiagnosticsLevel = "basic",
         fast: bool = True,
         _init_setup_model: bool = True,
     ):
         # every argument is checked before the environment or a network is built
         check_reinforce_arguments(locals())
+        check_reference_arguments(locals())
         super().__init__(
             policy,
             env,
@@ -216,6 +251,7 @@ class REINFORCE(FastPathAlgorithm, MeasuredAlgorithm, OnPolicyAlgorithm):
         self.fast = fast
         # the baseline's state (pickled with the model; the value net itself is the policy's value head)
         self.baseline_state: Baseline = make_baseline(baseline, n_epochs=n_value_epochs, batch_size=value_batch_size)
+        self._init_reference(locals())
         if _init_setup_model:
             self._setup_model()
 
@@ -238,6 +274,7 @@ class REINFORCE(FastPathAlgorithm, MeasuredAlgorithm, OnPolicyAlgorithm):
                 **self.policy.optimizer_kwargs,
             )
         self._setup_measurement()
+        self._setup_reference()
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         state_dicts = ["policy", "policy.optimizer"]
@@ -396,6 +433,21 @@ class REINFORCE(FastPathAlgorithm, MeasuredAlgorithm, OnPolicyAlgorithm):
 
     # ----- the update -------------------------------------------------------------------------------
 
+    def _shape_episode_rewards(self, batch: EpisodeBatch) -> None:
+        """
+        The reference on the batch (pi_old: the policy before this update, also for carried-over steps) and, with
+        ``ref_kl_placement="reward"``, r_t - beta * k(log pi_old(a_t|s_t) - log pi_ref(a_t|s_t)) in every episode.
+        """
+        if self.reference is None:
+            return
+        keep = self.reference.placement == "loss"
+        self._ref_batch, shaping = self._reference_batch(batch.observations, batch.actions, None, keep_snapshot=keep)
+        if shaping is None:
+            return
+        batch.rewards = batch.rewards + shaping
+        for index, episode in enumerate(batch.episodes):
+            episode.rewards = episode.rewards + shaping[batch.episode_slice(index)]
+
     def _grad_variance(self, inputs: PolicyGradientBatch, gradient: PolicyGradient) -> float | None:
         """
         ``train/grad_variance``: the trace of the sample covariance of the per-episode estimates ghat_i. Free with the
@@ -425,6 +477,8 @@ class REINFORCE(FastPathAlgorithm, MeasuredAlgorithm, OnPolicyAlgorithm):
             return
         batch = EpisodeBatch.from_episodes(episodes, self.device, isinstance(self.action_space, spaces.Discrete))
 
+        # The reference-policy term (off: reference is None): ref_kl, and the KL-shaped rewards before the returns
+        self._shape_episode_rewards(batch)
         # Monte-Carlo targets, and V(s) *before* the fit (the baseline must not have seen this batch)
         targets, value_targets = self.compute_returns(batch)
         values = None
@@ -449,6 +503,10 @@ class REINFORCE(FastPathAlgorithm, MeasuredAlgorithm, OnPolicyAlgorithm):
         gradient = self.baseline_state.policy_gradient(inputs)
         grad_variance = self._grad_variance(inputs, gradient)
         loss = gradient.loss + self.ent_coef * entropy_loss
+        if self.reference is not None and self.reference.placement == "loss":
+            # + beta * KL(pi_theta || pi_ref) on the batch states (a fresh forward pass: SB3's distribution object is
+            # reused by every forward pass, e.g. the baseline's)
+            loss = self._with_reference_penalty(loss, self.policy.get_distribution(batch.observations))
 
         # Optimization step (one per update)
         self.policy.optimizer.zero_grad()
@@ -460,6 +518,7 @@ class REINFORCE(FastPathAlgorithm, MeasuredAlgorithm, OnPolicyAlgorithm):
         self.policy.optimizer.zero_grad()
         self._n_updates += 1
         change = self._measure_update(old_policy)
+        self._record_reference(batch.n_steps)
 
         # The value baseline's regression on the reward-to-go, with its own optimiser
         if isinstance(self.baseline_state, ValueBaseline):

@@ -30,6 +30,14 @@ from sb3_ppo_variants.common.diagnostics import (
 )
 from sb3_ppo_variants.common.fast import FastPathAlgorithm
 from sb3_ppo_variants.common.guards import GuardedRollouts
+from sb3_ppo_variants.common.reference import (
+    ReferenceRollouts,
+    RefKLEstimator,
+    RefKLPlacement,
+    RefPolicy,
+    RefVecNormalize,
+    check_reference_arguments,
+)
 from sb3_ppo_variants.common.validation import check_bool, check_choice, check_trpo_arguments
 from sb3_ppo_variants.trpo_kl.policies import CnnPolicy, MlpPolicy, MultiInputPolicy
 
@@ -117,7 +125,7 @@ class LineSearchResult:
         return self.coefficient if self.is_success else 0.0
 
 
-class TRPOKL(GuardedRollouts, FastPathAlgorithm, MeasuredAlgorithm, TRPO):
+class TRPOKL(ReferenceRollouts, GuardedRollouts, FastPathAlgorithm, MeasuredAlgorithm, TRPO):
     """
     Trust Region Policy Optimization (TRPO), KL trust region, instrumented.
 
@@ -181,6 +189,23 @@ class TRPOKL(GuardedRollouts, FastPathAlgorithm, MeasuredAlgorithm, TRPO):
     :param seed: Seed for the pseudo random generators
     :param device: Device (cpu, cuda, ...) on which the code should be run.
         Setting it to auto, the code will be run on the GPU if possible.
+    :param ref_policy: the frozen reference policy of the KL term (fine-tuning, see docs/reference_policy.md): None (off,
+        the default), a path to an SB3 .zip, a loaded SB3 model or policy, or ``"initial"`` (the policy at the first
+        ``learn()``); its spaces and distribution family must be the policy's. Saved inside the model zip.
+    :param ref_kl_coef: beta, the coefficient of the KL to the reference (>= 0; 0 with the fixed controller: no penalty)
+    :param ref_kl_controller: ``"fixed"``, ``"adaptive"`` (PPO paper's rule) or ``"proportional"`` (Ziegler et al.):
+        beta adapted once per update from ``train/ref_kl`` toward ``ref_kl_target``
+    :param ref_kl_target: the KL to the reference the controller aims at (> 0; needed unless ``"fixed"``)
+    :param ref_kl_horizon: proportional controller: gain n / horizon with n the samples of the update (Ziegler's and
+        TRL's form, e.g. 10000); None: gain 0.1 per update
+    :param ref_kl_placement: ``"reward"``: r_t - beta * k(log pi_old(a_t|s_t) - log pi_ref(a_t|s_t)) before the returns
+        (RLHF); ``"loss"``: + beta * exact mean KL(pi_theta || pi_ref) in the loss (kickstarting, GRPO)
+    :param ref_kl_estimator: k of the reward placement: ``"k1"`` (the log-ratio, RLHF's), ``"k3"``, ``"abs"``, ``"mse"``
+    :param init_from_ref: False (own initialisation), True or ``"actor"`` (start the actor from the reference's
+        weights, the critic fresh) or ``"actor_critic"`` (both); the networks must have the same shapes
+    :param ref_vec_normalize: the reference's observation normalisation: None (the reference sees the policy's
+        observations), ``"raw"`` (the raw observations) or a ``VecNormalize`` / the path of one saved with
+        ``VecNormalize.save`` (the raw observations normalised with its frozen statistics)
     :param diagnostics: ``"off"`` (sb3-contrib TRPO's keys only, plus ``nonfinite_steps``), ``"basic"``
         (default: the trust-region and shared diagnostics; costs one extra forward pass over the rollout per
         update) or ``"full"`` (adds ``grad_snr``: one extra forward and backward pass per ``batch_size`` chunk
@@ -223,6 +248,15 @@ class TRPOKL(GuardedRollouts, FastPathAlgorithm, MeasuredAlgorithm, TRPO):
         verbose: int = 0,
         seed: int | None = None,
         device: th.device | str = "auto",
+        ref_policy: RefPolicy = None,
+        ref_kl_coef: float = 0.0,
+        ref_kl_controller: str = "fixed",
+        ref_kl_target: float | None = None,
+        ref_kl_horizon: int | None = None,
+        ref_kl_placement: RefKLPlacement = "reward",
+        ref_kl_estimator: RefKLEstimator = "k1",
+        init_from_ref: bool | str = False,
+        ref_vec_normalize: RefVecNormalize = None,
         diagnostics: DiagnosticsLevel = "basic",
         fast: bool = True,
         _init_setup_model: bool = True,
@@ -231,6 +265,7 @@ class TRPOKL(GuardedRollouts, FastPathAlgorithm, MeasuredAlgorithm, TRPO):
         check_trpo_arguments(locals())
         check_choice("diagnostics", diagnostics, DIAGNOSTICS_LEVELS)
         check_bool("fast", fast)
+        check_reference_arguments(locals())
         super().__init__(
             policy,
             env,
@@ -261,12 +296,14 @@ class TRPOKL(GuardedRollouts, FastPathAlgorithm, MeasuredAlgorithm, TRPO):
         )
         self.diagnostics = diagnostics
         self.fast = fast
+        self._init_reference(locals())
         if _init_setup_model:
             self._setup_model()
 
     def _setup_model(self) -> None:
         super()._setup_model()
         self._setup_measurement()
+        self._setup_reference()
 
     # ----- the policy step -----------------------------------------------------------------------
 
@@ -340,6 +377,8 @@ class TRPOKL(GuardedRollouts, FastPathAlgorithm, MeasuredAlgorithm, TRPO):
                 # New policy objective
                 ratio = th.exp(log_prob - rollout_data.old_log_prob)
                 new_policy_objective = (advantages * ratio).mean()
+                # minus beta * KL(pi_theta || pi_ref) with ref_kl_placement="loss" (unchanged when the term is off)
+                new_policy_objective = self._with_reference_penalty(new_policy_objective, distribution, sign=-1.0)
 
                 # New KL-divergence
                 kl_div = kl_divergence(distribution, old_distribution).mean()
@@ -486,6 +525,9 @@ class TRPOKL(GuardedRollouts, FastPathAlgorithm, MeasuredAlgorithm, TRPO):
 
             # surrogate policy objective
             policy_objective = (advantages * ratio).mean()
+            # minus beta * KL(pi_theta || pi_ref) with ref_kl_placement="loss" (unchanged when the term is off)
+            self._reference_snapshot(rollout_data.observations)
+            policy_objective = self._with_reference_penalty(policy_objective, distribution, sign=-1.0)
 
             # KL divergence
             kl_div = kl_divergence(distribution, old_distribution).mean()
@@ -551,6 +593,7 @@ class TRPOKL(GuardedRollouts, FastPathAlgorithm, MeasuredAlgorithm, TRPO):
         steps.end()
 
         self._n_updates += 1
+        self._record_reference(self.rollout_buffer.buffer_size * self.rollout_buffer.n_envs)
         explained_var = explained_variance(self.rollout_buffer.values.flatten(), self.rollout_buffer.returns.flatten())
 
         # Logs

@@ -10,7 +10,9 @@ start-up hook's ``register_samplers``, which reads this module's tables, so they
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
+from contextvars import ContextVar
 from typing import Any
 
 import optuna
@@ -138,13 +140,45 @@ def sample_reinforce_params(trial: optuna.Trial, n_actions: int, n_envs: int, ad
     return convert_reinforce_params(sampled)
 
 
+#: the hyperparameters of the zoo entry (with ``-params``) of the trial being sampled: set by the patched objective
+#: (``zoo/tuning.py``), since rl-zoo3 passes the samplers no hyperparameters
+ZOO_HYPERPARAMS: ContextVar[dict[str, Any]] = ContextVar("ZOO_HYPERPARAMS", default={})  # noqa: B039  # never mutated
+
+
+def sample_reference_params(trial: optuna.Trial, hyperparams: dict[str, Any]) -> dict[str, Any]:
+    """
+    The reference-policy term's search space, when the zoo entry or ``-params`` sets ``ref_policy``: beta and, with a
+    controller other than ``"fixed"``, its target (nothing otherwise: the term is off).
+
+    :param trial: the Optuna trial
+    :param hyperparams: the zoo entry's hyperparameters
+    :return: ``ref_kl_coef`` (and ``ref_kl_target``)
+    """
+    if hyperparams.get("ref_policy") is None:
+        return {}
+    sampled = {"ref_kl_coef": trial.suggest_float("ref_kl_coef", 0.001, 1.0, log=True)}
+    if hyperparams.get("ref_kl_controller", "fixed") != "fixed":
+        sampled["ref_kl_target"] = trial.suggest_float("ref_kl_target", 0.001, 0.1, log=True)
+    return sampled
+
+
+def with_reference(sampler: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
+    """:return: the sampler, plus ``sample_reference_params`` on the trial's zoo hyperparameters"""
+
+    @functools.wraps(sampler)
+    def sample(trial: optuna.Trial, n_actions: int, n_envs: int, additional_args: dict) -> dict[str, Any]:
+        return {**sampler(trial, n_actions, n_envs, additional_args), **sample_reference_params(trial, ZOO_HYPERPARAMS.get())}
+
+    return sample
+
+
 # zoo key -> sampler, converter; PPOClip and TRPOKL are SB3 PPO's and sb3-contrib TRPO's maths: rl-zoo3's search
 # spaces and converter apply unchanged
 SAMPLERS: dict[str, Callable[..., dict[str, Any]]] = {
-    "reinforce": sample_reinforce_params,
-    "ppo_kl": sample_ppo_kl_params,
-    "ppo_clip": sample_ppo_clip_params,
-    "trpo_kl": sample_trpo_kl_params,
+    "reinforce": with_reference(sample_reinforce_params),
+    "ppo_kl": with_reference(sample_ppo_kl_params),
+    "ppo_clip": with_reference(sample_ppo_clip_params),
+    "trpo_kl": with_reference(sample_trpo_kl_params),
 }
 CONVERTERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "reinforce": convert_reinforce_params,

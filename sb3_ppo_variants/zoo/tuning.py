@@ -33,6 +33,7 @@ from optuna.trial import TrialState
 from stable_baselines3.common.callbacks import BaseCallback
 
 from sb3_ppo_variants.zoo.algos import ZOO_ALGOS
+from sb3_ppo_variants.zoo.samplers import ZOO_HYPERPARAMS
 
 _PATCHED = "_sb3_ppo_variants_tuning_patched"
 
@@ -139,6 +140,8 @@ def patch_experiment_manager(exp_manager_module: ModuleType) -> None:
         specified = [] if specified is None else list(specified) if isinstance(specified, list) else [specified]
         if GUARD not in specified:
             self.specified_callbacks = [*specified, GUARD]
+        # what the samplers see of the zoo entry (ref_policy set: they sample the reference term's beta)
+        hyperparams = ZOO_HYPERPARAMS.set(dict(self._hyperparams))
         try:
             value = objective_original(self, trial)
         except optuna.TrialPruned as pruned:
@@ -147,6 +150,8 @@ def patch_experiment_manager(exp_manager_module: ModuleType) -> None:
                 trial.set_user_attr(STOP_REASON, reason)
                 raise optuna.TrialPruned(reason) from pruned.__cause__
             raise
+        finally:
+            ZOO_HYPERPARAMS.reset(hyperparams)
         if not math.isfinite(value):
             reason = f"non-finite evaluation: mean return {value}"
             trial.set_user_attr(STOP_REASON, reason)
