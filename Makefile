@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH)"
-	$(PY) -m pip install --quiet -e ".[zoo,mujoco,tests,benchmarks,docs]"
+	$(PY) -m pip install --quiet -e ".[zoo,mujoco,tests,benchmarks,docs,ray]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -13,7 +13,13 @@ evaluation; or, for a spec with a ``task``, whatever that function returns. Stat
 mean, stratified bootstrap confidence intervals, performance profiles).
 
 An experiment script describes itself as an :class:`Experiment` and hands it to :func:`main`, which implements the
-command line shared by all of them (``benchmarks.common.experiment_parser``) plus ``--workers``.
+command line shared by all of them (``benchmarks.common.experiment_parser``) plus ``--workers`` and ``--ray-address``.
+
+Where the runs execute: local worker processes by default; the tasks of a Ray cluster when given its address
+(``--ray-address``, else the ``RAY_ADDRESS`` environment variable; Ray is the optional extra ``ray``). A Ray task
+computes the run's record and returns it; this process (the driver) writes the JSON, so resume, manifest and progress
+bar are the same either way and the nodes need not share its file system (its code is shipped to them, see
+:data:`RAY_RUNTIME_ENV`).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import os
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # inherited by the worker processes
 
+import copy
 import importlib
 import json
 import multiprocessing
@@ -225,8 +232,9 @@ def _obs_kwargs(normalize: bool | dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in normalize.items() if k in keys} if isinstance(normalize, dict) else {}
 
 
-def run_one(spec: RunSpec, run_dir: str) -> str:
-    """Run ``spec`` and write ``<run_dir>/<run_id>.json`` (atomically). Executed in a worker process."""
+def compute_record(spec: RunSpec) -> dict[str, Any]:
+    """Run ``spec``: :return: its record (JSON types), what ``<run_id>.json`` holds. Executed in a worker process or a
+    Ray task; writes nothing."""
     import torch as th
 
     th.set_num_threads(1)
@@ -237,17 +245,27 @@ def run_one(spec: RunSpec, run_dir: str) -> str:
         result = {"episodes": _random_episodes(spec)}
     else:
         result = _train(spec)
-    record = {
+    return {
         "spec": json.loads(json.dumps(asdict(spec), default=_jsonable)),
         "wall_time_s": round(time.perf_counter() - start, 3),
         "finished_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         **result,
     }
-    path = Path(run_dir) / f"{spec.run_id}.json"
+
+
+def write_record(record: dict[str, Any], run_dir: str | Path) -> str:
+    """Write ``record`` to ``<run_dir>/<run_id>.json`` (atomically). :return: the run id"""
+    run_id = record["spec"]["run_id"]
+    path = Path(run_dir) / f"{run_id}.json"
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(record) + "\n")
     tmp.replace(path)
-    return spec.run_id
+    return run_id
+
+
+def run_one(spec: RunSpec, run_dir: str) -> str:
+    """Run ``spec`` and write ``<run_dir>/<run_id>.json`` (atomically). Executed in a worker process."""
+    return write_record(compute_record(spec), run_dir)
 
 
 def _init_worker() -> None:
@@ -257,10 +275,110 @@ def _init_worker() -> None:
     th.set_num_threads(1)
 
 
-def run_all(specs: list[RunSpec], run_dir: Path, workers: int | None = None, desc: str = "runs") -> list[str]:
-    """
-    Run every spec whose result file does not exist yet, ``workers`` at a time (default: the core count).
+RAY_ADDRESS_VAR = "RAY_ADDRESS"  # Ray's own variable (``ray.init`` reads it too)
+RAY_EXTRA = "ray"  # the optional dependency: pip install "sb3-ppo-variants[ray]"
+LOCAL = "local"  # the executor of runs in local worker processes (the manifest's ``executor``)
+# Ray tasks: the driver's code (this package and ``benchmarks``, without the stored results) shipped to every node
+# and put first on the workers' path, so they run the driver's version, not one installed there; one torch thread
+RAY_RUNTIME_ENV: dict[str, Any] = {
+    "py_modules": [str(Path(__file__).parent), str(Path(importlib.import_module("sb3_ppo_variants").__file__).parent)],
+    "excludes": ["/results/", "__pycache__/"],
+    "env_vars": {"OMP_NUM_THREADS": "1"},
+}
 
+
+def ray_address(option: str | None = None) -> str | None:
+    """
+    The Ray cluster to dispatch runs to: ``option`` (``--ray-address``), else ``RAY_ADDRESS``, else None (local worker
+    processes). Any address ``ray.init`` takes: ``HOST:PORT`` of the head, ``ray://HOST:10001``, ``auto``.
+    """
+    address = option if option is not None else os.environ.get(RAY_ADDRESS_VAR, "")
+    return address.strip() or None  # an empty --ray-address: local, whatever RAY_ADDRESS says
+
+
+def executor(address: str | None) -> str:
+    """:return: where runs execute, as the manifest records it: ``ray@<address>`` or ``local``"""
+    return f"ray@{address}" if address else LOCAL
+
+
+def import_ray(address: str) -> Any:
+    """:return: the ``ray`` module; a clear error naming the option and the extra when Ray is not installed"""
+    try:
+        return importlib.import_module("ray")
+    except ImportError as error:
+        raise ImportError(
+            f"--ray-address / {RAY_ADDRESS_VAR}={address!r}: dispatching runs to a Ray cluster needs Ray, which is not "
+            f'installed: pip install "sb3-ppo-variants[{RAY_EXTRA}]" (or unset {RAY_ADDRESS_VAR} to run locally)'
+        ) from error
+
+
+def _run_local(todo: list[RunSpec], run_dir: Path, workers: int, progress: Any, failures: list[str]) -> None:
+    if workers == 1:
+        for spec in todo:
+            run_one(spec, str(run_dir))
+            progress.update()
+        return
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker) as pool:
+        futures = {pool.submit(run_one, spec, str(run_dir)): spec for spec in todo}
+        for future in as_completed(futures):
+            try:
+                future.result()
+            except Exception:
+                failures.append(f"{futures[future].run_id}:\n{traceback.format_exc()}")
+            progress.update()
+
+
+def _run_ray(
+    todo: list[RunSpec], run_dir: Path, address: str, workers: int | None, progress: Any, failures: list[str]
+) -> None:
+    """One Ray task (one CPU) per run, at most ``workers`` in flight (None: as many as the cluster schedules); each
+    record is written here as soon as its task returns. Connects with :data:`RAY_RUNTIME_ENV` (Ray ships local folders
+    only at that level), unless Ray is already initialised in this process: then with its own runtime environment."""
+    ray = import_ray(address)
+    connected = not ray.is_initialized()
+    if connected:
+        # a copy: ray.init replaces the folders of the dict it is given by the URIs of their uploads
+        ray.init(address=address, runtime_env=copy.deepcopy(RAY_RUNTIME_ENV), logging_level="WARNING")
+    try:
+        task = ray.remote(num_cpus=1)(compute_record)
+        queue = iter(todo)
+        pending: dict[Any, RunSpec] = {}
+
+        def submit() -> None:
+            spec = next(queue, None)
+            if spec is not None:
+                pending[task.remote(spec)] = spec
+
+        for _ in range(workers or len(todo)):
+            submit()
+        while pending:
+            [ref], _ = ray.wait(list(pending), num_returns=1)
+            spec = pending.pop(ref)
+            try:
+                write_record(ray.get(ref), run_dir)
+            except Exception:
+                failures.append(f"{spec.run_id}:\n{traceback.format_exc()}")
+            progress.update()
+            submit()
+    finally:
+        if connected:
+            ray.shutdown()
+
+
+def run_all(
+    specs: list[RunSpec],
+    run_dir: Path,
+    workers: int | None = None,
+    desc: str = "runs",
+    ray_address: str | None = None,
+) -> list[str]:
+    """
+    Run every spec whose result file does not exist yet, ``workers`` at a time (default: the core count; on Ray, as
+    many as the cluster schedules).
+
+    :param ray_address: dispatch the runs to the Ray cluster at this address (see :func:`ray_address`) instead of
+        local worker processes; the records come back here, where they are written
     :return: the ids of the runs computed by this call
     """
     ids = [spec.run_id for spec in specs]
@@ -268,25 +386,14 @@ def run_all(specs: list[RunSpec], run_dir: Path, workers: int | None = None, des
         raise ValueError("run ids must be unique")
     run_dir.mkdir(parents=True, exist_ok=True)
     todo = [spec for spec in specs if not (run_dir / f"{spec.run_id}.json").exists()]
-    workers = max(1, min(workers or os.cpu_count() or 1, len(todo)))
     failures: list[str] = []
     from tqdm import tqdm
 
     with tqdm(total=len(specs), initial=len(specs) - len(todo), desc=desc) as progress:
-        if workers == 1:
-            for spec in todo:
-                run_one(spec, str(run_dir))
-                progress.update()
-        else:
-            context = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker) as pool:
-                futures = {pool.submit(run_one, spec, str(run_dir)): spec for spec in todo}
-                for future in as_completed(futures):
-                    try:
-                        future.result()
-                    except Exception:
-                        failures.append(f"{futures[future].run_id}:\n{traceback.format_exc()}")
-                    progress.update()
+        if ray_address and todo:
+            _run_ray(todo, run_dir, ray_address, workers, progress, failures)
+        elif todo:
+            _run_local(todo, run_dir, max(1, min(workers or os.cpu_count() or 1, len(todo))), progress, failures)
     if failures:
         raise RuntimeError("failed runs:\n" + "\n".join(failures))
     return [spec.run_id for spec in todo]
@@ -300,12 +407,15 @@ def write_manifest(
     specs: list[RunSpec],
     extra: dict | None = None,
     refresh: bool = False,
+    executor: str = LOCAL,
 ) -> None:
     """
-    ``manifest.json``: the exact command of every invocation, the software versions, every spec.
+    ``manifest.json``: the exact command of every invocation and where its runs executed, the software versions, every
+    spec.
 
     :param refresh: ``--only``: the specs replace those of the same run id and the others stay, and the command that
         produced the table stays the profile's (the refresh is in the invocations)
+    :param executor: where this invocation's runs execute (:func:`executor`: ``local`` or ``ray@<address>``)
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "manifest.json"
@@ -316,7 +426,7 @@ def write_manifest(
         new_specs = [*(spec for spec in previous.get("specs", []) if spec["run_id"] not in replaced), *new_specs]
     invocations = [
         *previous.get("invocations", []),
-        {"command": command, "utc": datetime.now(timezone.utc).isoformat(timespec="seconds")},
+        {"command": command, "utc": datetime.now(timezone.utc).isoformat(timespec="seconds"), "executor": executor},
     ]
     manifest = {
         "experiment": experiment,
@@ -513,7 +623,16 @@ def main(experiment: Experiment, argv: list[str] | None = None) -> Path:
     """
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = experiment_parser(experiment.doc, experiment.profiles, experiment.default_profile)
-    parser.add_argument("--workers", type=int, default=None, help="parallel runs (default: the core count)")
+    parser.add_argument(
+        "--workers", type=int, default=None, help="parallel runs (default: the core count; on Ray: the cluster's CPUs)"
+    )
+    parser.add_argument(
+        "--ray-address",
+        default=None,
+        metavar="ADDRESS",
+        help=f"run on the Ray cluster at ADDRESS (HOST:PORT of its head; default: ${RAY_ADDRESS_VAR}; neither, or an "
+        "empty ADDRESS: local worker processes); results, resume and manifest stay on this machine",
+    )
     if experiment.row_key is not None:
         parser.add_argument(
             "--only",
@@ -530,8 +649,20 @@ def main(experiment: Experiment, argv: list[str] | None = None) -> Path:
         if not specs:
             raise SystemExit(f"--only {only}: no run of profile {name!r} matches (ALGO or ALGO:ENV, e.g. ppo_kl:CartPole-v1)")
         command = command_line(experiment.name, argv)
-        write_manifest(out_dir, experiment.name, command, name, specs, {"profile_settings": profile}, refresh=only is not None)
-        run_all(specs, out_dir / "runs", workers=args.workers, desc=f"{experiment.name}/{name}")
+        address = ray_address(args.ray_address)
+        if address:
+            import_ray(address)  # before anything is written
+        write_manifest(
+            out_dir,
+            experiment.name,
+            command,
+            name,
+            specs,
+            {"profile_settings": profile},
+            refresh=only is not None,
+            executor=executor(address),
+        )
+        run_all(specs, out_dir / "runs", workers=args.workers, desc=f"{experiment.name}/{name}", ray_address=address)
         if only is not None:
             refresh_cells(experiment, out_dir, profile, only)
             print(report(experiment, out_dir, profile, from_runs=False))
