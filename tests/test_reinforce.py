@@ -277,7 +277,12 @@ def test_environment_reset_discards_episodes_in_progress():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        (dict(baseline="median"), r"baseline must be one of \('none', 'mean', 'value', 'optimal'\)"),
+        (
+            dict(baseline="median"),
+            r"baseline must be one of \('none', 'mean', 'value', 'optimal', 'rloo', 'rloo_std', 'time'\)",
+        ),
+        (dict(off_policy_correction="drop"), r"off_policy_correction must be one of \('none', 'importance', 'sync'\)"),
+        (dict(truncation_as_terminal=1), "truncation_as_terminal must be True or False"),
         (dict(n_steps=None), "exactly one of n_steps .* and n_episodes"),
         (dict(n_steps=64, n_episodes=4), "exactly one of n_steps .* and n_episodes"),
         (dict(n_steps=0), r"n_steps must be an integer >= 1 or None"),
