@@ -417,9 +417,14 @@ class MeanBaseline(Baseline):
     name = "mean"
 
     def per_step(self, targets: np.ndarray, batch: EpisodeBatch, values: np.ndarray | None) -> np.ndarray:
-        baseline = leave_one_out_mean(targets, batch.starts)
+        baseline = self.estimate(targets, batch.starts)
         self._record(baseline)
         return baseline
+
+    @staticmethod
+    def estimate(targets: np.ndarray, starts: np.ndarray) -> np.ndarray:
+        """:return: the per-step baseline of the targets of a batch with these episode boundaries"""
+        return leave_one_out_mean(targets, starts)
 
 
 class ValueBaseline(Baseline):
@@ -575,15 +580,14 @@ class RLOOStdBaseline(RLOOBaseline):
         return advantages / np.repeat(std, np.diff(batch.starts))
 
 
-class TimeBaseline(Baseline):
+class TimeBaseline(MeanBaseline):
     """Leave-one-out mean of the targets at the same time index over the other episodes (module docstring)."""
 
     name = "time"
 
-    def per_step(self, targets: np.ndarray, batch: EpisodeBatch, values: np.ndarray | None) -> np.ndarray:
-        baseline = leave_one_out_time_mean(targets, batch.starts)
-        self._record(baseline)
-        return baseline
+    @staticmethod
+    def estimate(targets: np.ndarray, starts: np.ndarray) -> np.ndarray:
+        return leave_one_out_time_mean(targets, starts)
 
 
 def make_baseline(name: BaselineName, n_epochs: int = 5, batch_size: int | None = 64) -> Baseline:
