@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytestmark = pytest.mark.integration  # every test starts a benchmark script
@@ -71,8 +72,17 @@ def test_reinforce_variance_benchmark_smoke(tmp_path):
         "Pendulum-v1/initial",
         "Pendulum-v1/trained_8k",
     ]
-    assert sorted(path.name for path in (tmp_path / "runs").iterdir()) == ["CartPole-v1-s0.json", "Pendulum-v1-s0.json"]
-    assert "none > mean [rtg]" in result.stdout
+    assert sorted(path.name for path in (tmp_path / "runs").iterdir()) == [
+        "CartPole-v1-carry-over-s0.json",
+        "CartPole-v1-s0.json",
+        "Pendulum-v1-s0.json",
+    ]
+    assert "none > mean [rtg]" in result.stdout and "time < value [rtg]" in result.stdout
+    # the carry-over run: the bias of each off_policy_correction, with its figure
+    carry = results["carry_over"]["CartPole-v1"]
+    assert [row["correction"] for row in carry["options"]] == ["none", "importance", "sync"]
+    assert all(np.isfinite(row["bias_sq_se"]) for row in carry["options"])
+    assert (tmp_path / "carry_over.png").exists() and "carry-over CartPole-v1" in result.stdout
 
 
 def test_fine_tuning_benchmark_smoke(tmp_path):

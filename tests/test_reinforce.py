@@ -232,7 +232,7 @@ def _record_batches(model):
 
 def test_unfinished_episodes_carry_over_with_two_envs():
     env = DummyVecEnv([lambda: CountingEnv(3), lambda: CountingEnv(7)])
-    model = REINFORCE("MlpPolicy", env, n_steps=5, policy_kwargs=dict(net_arch=[8]), seed=0)
+    model = REINFORCE("MlpPolicy", env, n_steps=5, policy_kwargs=dict(net_arch=[8]), seed=0, off_policy_correction="none")
     model.set_logger(silent_logger())
     batches = _record_batches(model)
     model.learn(14)
@@ -251,7 +251,9 @@ def test_unfinished_episodes_carry_over_with_two_envs():
 
 def test_batches_sized_by_episodes():
     env = DummyVecEnv([lambda: CountingEnv(3), lambda: CountingEnv(7)])
-    model = REINFORCE("MlpPolicy", env, n_steps=None, n_episodes=3, policy_kwargs=dict(net_arch=[8]), seed=0)
+    model = REINFORCE(
+        "MlpPolicy", env, n_steps=None, n_episodes=3, policy_kwargs=dict(net_arch=[8]), seed=0, off_policy_correction="none"
+    )
     model.set_logger(silent_logger())
     batches = _record_batches(model)
     model.learn(30)
@@ -261,7 +263,7 @@ def test_batches_sized_by_episodes():
 
 def test_environment_reset_discards_episodes_in_progress():
     env = DummyVecEnv([lambda: CountingEnv(3), lambda: CountingEnv(7)])
-    model = REINFORCE("MlpPolicy", env, n_steps=5, policy_kwargs=dict(net_arch=[8]), seed=0)
+    model = REINFORCE("MlpPolicy", env, n_steps=5, policy_kwargs=dict(net_arch=[8]), seed=0, off_policy_correction="none")
     model.set_logger(silent_logger())
     model.learn(12)
     assert model.rollout_buffer.n_steps_in_progress == 6
@@ -277,7 +279,12 @@ def test_environment_reset_discards_episodes_in_progress():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        (dict(baseline="median"), r"baseline must be one of \('none', 'mean', 'value', 'optimal'\)"),
+        (
+            dict(baseline="median"),
+            r"baseline must be one of \('none', 'mean', 'value', 'optimal', 'rloo', 'rloo_std', 'time'\)",
+        ),
+        (dict(off_policy_correction="drop"), r"off_policy_correction must be one of \('none', 'importance', 'sync'\)"),
+        (dict(truncation_as_terminal=1), "truncation_as_terminal must be True or False"),
         (dict(n_steps=None), "exactly one of n_steps .* and n_episodes"),
         (dict(n_steps=64, n_episodes=4), "exactly one of n_steps .* and n_episodes"),
         (dict(n_steps=0), r"n_steps must be an integer >= 1 or None"),

@@ -113,12 +113,13 @@ def test_reinforce_sampler_samples_the_baseline_and_has_its_own_converter():
     from rl_zoo3.hyperparams_opt import HYPERPARAMS_CONVERTER, HYPERPARAMS_SAMPLER
 
     from sb3_ppo_variants import REINFORCE
+    from sb3_ppo_variants.reinforce.baselines import BASELINES
 
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     for _ in range(5):
         trial = study.ask()
         kwargs = HYPERPARAMS_SAMPLER["reinforce"](trial, 2, 1, {})
-        assert kwargs["baseline"] in ("none", "mean", "value", "optimal") and "gae_lambda" not in kwargs
+        assert kwargs["baseline"] in BASELINES and "gae_lambda" not in kwargs
         assert HYPERPARAMS_CONVERTER["reinforce"](trial.params) == kwargs
         REINFORCE("MlpPolicy", "CartPole-v1", **kwargs)  # a valid configuration
 

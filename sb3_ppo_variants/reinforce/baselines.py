@@ -16,6 +16,15 @@ chosen so that it does not depend on the episode's own actions, so the estimator
   Including episode i's own return would shrink the expected gradient by about a factor (1 - 1/N).
 - ``"value"``: b = V(s_t), a learned state-value function regressed on the Monte-Carlo targets. It is
   evaluated *before* it is fitted on the batch (the fit would otherwise see the episode's own returns).
+- ``"rloo"`` (REINFORCE leave-one-out, Kool et al. 2019; Ahmadian et al. 2024): b for every step of episode i is
+  the mean of the episode returns R(tau_j) = G_0 of the *other* episodes, each episode weighted once whatever its
+  length (0 if the batch has a single episode). The batch is the group.
+- ``"rloo_std"``: ``"rloo"`` with the advantages of episode i divided by the std of the other episodes' returns, as
+  GRPO (Shao et al. 2024) divides by the group's std, but leave-one-out so that the scale does not depend on the
+  episode either: the estimate is then unbiased in direction (its mean is E[1/std] times the gradient).
+- ``"time"``: b for step t of episode i is the mean of the targets at the *same time index* t over the other
+  episodes that last longer than t (0 where none does): the part of G_t that the time step explains, which no
+  baseline of a state without the time can remove.
 - ``"optimal"``: one constant per parameter k, minimising the variance of the k-th gradient component
   (Greensmith et al. 2004; Peters & Schaal 2008). Writing g_i = sum_t s_t (the score of the episode) and
   h_i = sum_t s_t target_t (the episode's no-baseline estimate), the estimate with baseline b_k is
@@ -27,6 +36,13 @@ chosen so that it does not depend on the episode's own actions, so the estimator
   reward-to-go it is the exact minimiser for the reward-to-go estimator (the same constant b_k
   multiplies every step of the episode). Expectations are replaced by leave-one-episode-out batch
   averages, b_ik = sum_{j != i} g_jk h_jk / sum_{j != i} g_jk^2, so b_i does not depend on episode i.
+
+Carried-over steps (``off_policy_correction="importance"``). When the first k steps of an episode were sampled by
+older policies mu_t (before the previous update), the per-decision importance weights (Precup, Sutton & Singh 2000)
+W_t = prod_{j <= min(t, k - 1)} pi(a_j|s_j) / mu_j(a_j|s_j) (W_t = 1 for an episode sampled by the current policy)
+re-weight the pair (score of step t, reward of step t') by W_max(t, t'): the reward-to-go target becomes
+sum_{t' >= t} gamma^(t'-t) W_t' r_t', the baseline term W_t b_t. The estimator is unbiased for the current policy's
+gradient; the weights are constants of the gradient (computed without gradient).
 
 Per-episode gradients are computed with one ``torch.autograd.grad`` call per episode (one forward pass
 over that episode's states each). ``torch.func.vmap`` over steps was measured too, but SB3's observation
@@ -49,8 +65,8 @@ from sb3_ppo_variants.common.fast import StandardUpdate
 from sb3_ppo_variants.common.guards import NonFiniteGuard
 from sb3_ppo_variants.reinforce.episodes import EpisodeBatch, TensorObservation
 
-BaselineName = Literal["none", "mean", "value", "optimal"]
-BASELINES: tuple[BaselineName, ...] = ("none", "mean", "value", "optimal")
+BaselineName = Literal["none", "mean", "value", "optimal", "rloo", "rloo_std", "time"]
+BASELINES: tuple[BaselineName, ...] = ("none", "mean", "value", "optimal", "rloo", "rloo_std", "time")
 LogProb = Callable[[TensorObservation, th.Tensor], th.Tensor]
 
 
@@ -95,6 +111,86 @@ def leave_one_out_mean(targets: np.ndarray, starts: np.ndarray) -> np.ndarray:
     other_sums = targets.sum() - sums
     per_episode = np.divide(other_sums, other_steps, out=np.zeros_like(other_sums, dtype=np.float64), where=other_steps > 0)
     return np.repeat(per_episode, lengths)
+
+
+def leave_one_out_episode_mean(targets: np.ndarray, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """
+    The ``"rloo"`` baseline: for each episode i, the mean and the std of the first targets (the episode returns
+    G_0) of the other episodes, each episode counted once.
+
+    :param targets: per-step targets of the batch, shape (n_steps,)
+    :param starts: episode boundaries (``EpisodeBatch.starts``)
+    :return: per-episode leave-one-out mean and population std, each of shape (n_episodes,) (mean 0 and std 0 with
+        one episode; std 0 with two)
+    """
+    returns = targets[starts[:-1]]
+    n = len(returns)
+    if n < 2:
+        return np.zeros(n), np.zeros(n)
+    others = n - 1
+    mean = (returns.sum() - returns) / others
+    mean_sq = ((returns**2).sum() - returns**2) / others
+    return mean, np.sqrt(np.maximum(mean_sq - mean**2, 0.0))
+
+
+def leave_one_out_time_mean(targets: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """
+    The ``"time"`` baseline: for step t of episode i, the mean of ``targets`` at time index t over the other episodes
+    that have a step t.
+
+    :param targets: per-step targets of the batch, shape (n_steps,)
+    :param starts: episode boundaries (``EpisodeBatch.starts``)
+    :return: per-step baseline, shape (n_steps,) (0 where no other episode lasts that long)
+    """
+    lengths = np.diff(starts)
+    t_index = np.arange(len(targets)) - np.repeat(starts[:-1], lengths)
+    sums = np.bincount(t_index, weights=targets)
+    counts = np.bincount(t_index)
+    other_sums, other_counts = sums[t_index] - targets, counts[t_index] - 1
+    return np.divide(other_sums, other_counts, out=np.zeros_like(targets, dtype=np.float64), where=other_counts > 0)
+
+
+def importance_weights(log_ratio: np.ndarray, carried_over: Sequence[int], starts: np.ndarray) -> np.ndarray:
+    """
+    Per-decision importance weights of carried-over steps (module docstring).
+
+    :param log_ratio: log pi(a_t|s_t) - log mu_t(a_t|s_t) of every step of the batch (only the carried steps are read)
+    :param carried_over: number of leading steps of each episode sampled before the previous update
+    :param starts: episode boundaries (``EpisodeBatch.starts``)
+    :return: W_t = prod_{j <= min(t, k - 1)} pi/mu_j of every step, float64 of shape (n_steps,) (exactly 1 in the
+        episodes without carried steps)
+    """
+    weights = np.ones(len(log_ratio), dtype=np.float64)
+    for i, k in enumerate(carried_over):
+        if k > 0:
+            start, end = int(starts[i]), int(starts[i + 1])
+            cumulative = np.cumsum(log_ratio[start : start + k].astype(np.float64))
+            weights[start : start + k] = np.exp(cumulative)
+            weights[start + k : end] = np.exp(cumulative[-1])
+    return weights
+
+
+def weighted_returns(
+    rewards: np.ndarray, weights: np.ndarray, gamma: float, reward_to_go: bool = True, bootstrap_value: float = 0.0
+) -> np.ndarray:
+    """
+    Monte-Carlo targets of one episode whose step t' carries the per-decision importance weight W_t'
+    (``importance_weights``): the pair (score of t, reward of t') is weighted by W_max(t, t').
+
+    :param rewards: r_0 .. r_{T-1}
+    :param weights: W_0 .. W_{T-1}
+    :param gamma: discount factor in (0, 1]
+    :param reward_to_go: True: sum_{t' >= t} gamma^(t'-t) W_t' r_t'; False: the whole-episode return with the rewards
+        before t weighted by W_t and those from t on by W_t'
+    :param bootstrap_value: value of the state after the last step (weighted by W_{T-1})
+    :return: float64 array of shape (T,); ``discounted_returns`` when every weight is 1
+    """
+    weighted = discounted_returns(rewards * weights, gamma, True, bootstrap_value * weights[-1])
+    if reward_to_go:
+        return weighted
+    discounts = gamma ** np.arange(len(rewards), dtype=np.float64)
+    before = np.concatenate([[0.0], np.cumsum(discounts * rewards)[:-1]])
+    return weights * before + discounts * weighted
 
 
 def optimal_baseline(score_grads: th.Tensor, weighted_grads: th.Tensor, leave_one_out: bool = True) -> th.Tensor:
@@ -216,6 +312,8 @@ class PolicyGradientBatch:
     :param log_prob_fn: maps (observations, actions) of some steps to log pi(a|s) with gradient (per-episode gradients)
     :param parameters: the actor's parameters
     :param normalize_advantage: whiten the advantages over the batch (only divide by the std for ``"optimal"``)
+    :param weights: per-decision importance weights W_t of the steps (the targets are then already weighted and the
+        baseline term is W_t b_t), None when every step was sampled by the current policy
     """
 
     batch: EpisodeBatch
@@ -225,6 +323,7 @@ class PolicyGradientBatch:
     log_prob_fn: LogProb
     parameters: list[th.nn.Parameter]
     normalize_advantage: bool
+    weights: np.ndarray | None = None
 
 
 @dataclass
@@ -281,12 +380,17 @@ class Baseline:
         :return: the policy-gradient term
         """
         baseline = self.per_step(inputs.targets, inputs.batch, inputs.values)
-        advantages = inputs.targets - baseline
+        advantages = inputs.targets - (baseline if inputs.weights is None else inputs.weights * baseline)
+        advantages = self.scale(advantages, inputs.batch)
         if inputs.normalize_advantage and len(advantages) > 1:
             advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
         weights = th.as_tensor(advantages, dtype=th.float32, device=inputs.log_prob.device)
         loss = -(inputs.log_prob * weights).sum() / inputs.batch.n_episodes
         return PolicyGradient(loss, loss.item(), baseline=baseline, advantages=weights)
+
+    def scale(self, advantages: np.ndarray, batch: EpisodeBatch) -> np.ndarray:
+        """:return: the advantages after the baseline's own scaling (none here)"""
+        return advantages
 
     def _record(self, baseline: np.ndarray | th.Tensor) -> None:
         baseline = np.asarray(baseline.detach().cpu() if isinstance(baseline, th.Tensor) else baseline, dtype=np.float64)
@@ -313,9 +417,14 @@ class MeanBaseline(Baseline):
     name = "mean"
 
     def per_step(self, targets: np.ndarray, batch: EpisodeBatch, values: np.ndarray | None) -> np.ndarray:
-        baseline = leave_one_out_mean(targets, batch.starts)
+        baseline = self.estimate(targets, batch.starts)
         self._record(baseline)
         return baseline
+
+    @staticmethod
+    def estimate(targets: np.ndarray, starts: np.ndarray) -> np.ndarray:
+        """:return: the per-step baseline of the targets of a batch with these episode boundaries"""
+        return leave_one_out_mean(targets, starts)
 
 
 class ValueBaseline(Baseline):
@@ -415,8 +524,10 @@ class OptimalBaseline(Baseline):
         if inputs.normalize_advantage and len(targets) > 1:
             scale = 1.0 / (float(np.std(targets)) + 1e-8)
         weights = th.as_tensor(targets * scale, dtype=th.float32, device=inputs.log_prob.device)
+        # the score sums g_i, importance-weighted (W_t) when steps were carried over
+        score_weights = th.ones_like(weights) if inputs.weights is None else th.as_tensor(inputs.weights, dtype=th.float32)
         score_grads, weighted_grads = per_episode_gradients(
-            inputs.log_prob_fn, inputs.parameters, batch, [th.ones_like(weights), weights]
+            inputs.log_prob_fn, inputs.parameters, batch, [score_weights.to(weights.device), weights]
         )
         estimates = self.estimate(score_grads, weighted_grads)
         # no scalar loss has this gradient: the loss is -<theta, mean ghat_i> (its gradient is exactly -mean ghat_i),
@@ -438,6 +549,47 @@ class OptimalBaseline(Baseline):
         return (weighted_grads.double() - baseline * score_grads.double()).to(score_grads.dtype)
 
 
+class RLOOBaseline(Baseline):
+    """
+    Leave-one-out mean of the other episodes' returns, each episode once (module docstring).
+
+    :ivar group_std: per episode of the last update, the std of the other episodes' returns
+    """
+
+    name = "rloo"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.group_std = np.zeros(0)
+
+    def per_step(self, targets: np.ndarray, batch: EpisodeBatch, values: np.ndarray | None) -> np.ndarray:
+        mean, self.group_std = leave_one_out_episode_mean(targets, batch.starts)
+        baseline = np.repeat(mean, np.diff(batch.starts))
+        self._record(baseline)
+        return baseline
+
+
+class RLOOStdBaseline(RLOOBaseline):
+    """``"rloo"``, then episode i's advantages divided by the std of the other episodes' returns (GRPO-style)."""
+
+    name = "rloo_std"
+
+    def scale(self, advantages: np.ndarray, batch: EpisodeBatch) -> np.ndarray:
+        # a group without spread (or a single episode) leaves the advantages unscaled
+        std = np.where(self.group_std > 1e-8, self.group_std, 1.0)
+        return advantages / np.repeat(std, np.diff(batch.starts))
+
+
+class TimeBaseline(MeanBaseline):
+    """Leave-one-out mean of the targets at the same time index over the other episodes (module docstring)."""
+
+    name = "time"
+
+    @staticmethod
+    def estimate(targets: np.ndarray, starts: np.ndarray) -> np.ndarray:
+        return leave_one_out_time_mean(targets, starts)
+
+
 def make_baseline(name: BaselineName, n_epochs: int = 5, batch_size: int | None = 64) -> Baseline:
     """
     :param name: one of ``BASELINES``
@@ -447,7 +599,14 @@ def make_baseline(name: BaselineName, n_epochs: int = 5, batch_size: int | None 
     """
     if name == "value":
         return ValueBaseline(n_epochs=n_epochs, batch_size=batch_size)
-    baselines: dict[str, type[Baseline]] = {"none": NoBaseline, "mean": MeanBaseline, "optimal": OptimalBaseline}
+    baselines: dict[str, type[Baseline]] = {
+        "none": NoBaseline,
+        "mean": MeanBaseline,
+        "optimal": OptimalBaseline,
+        "rloo": RLOOBaseline,
+        "rloo_std": RLOOStdBaseline,
+        "time": TimeBaseline,
+    }
     if name not in baselines:
         raise ValueError(f"baseline must be one of {BASELINES}, got {name!r}")
     return baselines[name]()

@@ -53,6 +53,8 @@ class Episode:
     :param truncated: whether the episode was cut by a time limit (``TimeLimit.truncated``) rather than terminated
     :param terminal_observation: s_T when ``truncated`` (for bootstrapping with a learned value), else None
     :param carried_over: number of leading steps collected before the previous update (by an older policy)
+    :param behaviour_log_probs: log mu_t(a_t|s_t) under the policy that sampled each step (recorded with
+        ``off_policy_correction="importance"``, else None)
     """
 
     observations: Observation
@@ -61,6 +63,7 @@ class Episode:
     truncated: bool = False
     terminal_observation: Observation | None = None
     carried_over: int = 0
+    behaviour_log_probs: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.rewards)
@@ -71,6 +74,7 @@ class _EpisodeInProgress:
     observations: list[Any] = field(default_factory=list)
     actions: list[np.ndarray] = field(default_factory=list)
     rewards: list[float] = field(default_factory=list)
+    log_probs: list[float] = field(default_factory=list)
     carried_over: int = 0
 
     def finish(self, truncated: bool, terminal_observation: Observation | None) -> Episode:
@@ -81,6 +85,7 @@ class _EpisodeInProgress:
             truncated=truncated,
             terminal_observation=terminal_observation if truncated else None,
             carried_over=min(self.carried_over, len(self.rewards)),
+            behaviour_log_probs=np.asarray(self.log_probs, dtype=np.float64) if self.log_probs else None,
         )
 
 
@@ -95,6 +100,8 @@ class EpisodeBuffer:
         self.n_envs = n_envs
         self.finished: list[Episode] = []
         self._n_finished_steps = 0
+        #: transitions collected and dropped since the last update (``off_policy_correction="sync"``)
+        self.n_discarded_steps = 0
         self.reset_in_progress()
 
     def reset_in_progress(self) -> None:
@@ -115,6 +122,11 @@ class EpisodeBuffer:
         """Number of transitions of unfinished episodes (carried over to the next update)."""
         return sum(len(episode.rewards) for episode in self._in_progress)
 
+    @property
+    def envs_in_progress(self) -> np.ndarray:
+        """Whether each environment has an unfinished episode with at least one transition."""
+        return np.array([len(episode.rewards) > 0 for episode in self._in_progress])
+
     def add(
         self,
         observations: Observation,
@@ -122,6 +134,8 @@ class EpisodeBuffer:
         rewards: np.ndarray,
         dones: np.ndarray,
         infos: list[dict[str, Any]],
+        log_probs: np.ndarray | None = None,
+        recording: np.ndarray | None = None,
     ) -> int:
         """
         Record one step of every environment.
@@ -131,14 +145,21 @@ class EpisodeBuffer:
         :param rewards: r_t, shape (n_envs,)
         :param dones: whether the episode of each environment ended with this step
         :param infos: the VecEnv infos (``TimeLimit.truncated`` and ``terminal_observation`` are read)
+        :param log_probs: log-probabilities of the actions under the policy that sampled them, to store (or None)
+        :param recording: which environments' steps to record (default all); the others are counted as discarded
         :return: number of episodes that finished with this step
         """
         n_done = 0
         for env_idx in range(self.n_envs):
+            if recording is not None and not recording[env_idx]:
+                self.n_discarded_steps += 1
+                continue
             episode = self._in_progress[env_idx]
             episode.observations.append(_index_obs(observations, env_idx))
             episode.actions.append(np.array(actions[env_idx]))
             episode.rewards.append(float(rewards[env_idx]))
+            if log_probs is not None:
+                episode.log_probs.append(float(log_probs[env_idx]))
             if dones[env_idx]:
                 info = infos[env_idx]
                 truncated = bool(info.get("TimeLimit.truncated", False))
@@ -157,6 +178,7 @@ class EpisodeBuffer:
         """
         episodes, self.finished = self.finished, []
         self._n_finished_steps = 0
+        self.n_discarded_steps = 0
         for episode in self._in_progress:
             episode.carried_over = len(episode.rewards)
         return episodes

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 import numpy as np
 import torch as th
@@ -18,9 +18,10 @@ from sb3_ppo_variants.common.diagnostics import (
     DiagnosticsLevel,
     MeasuredAlgorithm,
     OldPolicy,
+    RatioStatistics,
     measuring,
 )
-from sb3_ppo_variants.common.fast import FastPathAlgorithm
+from sb3_ppo_variants.common.fast import FastPathAlgorithm, PolicyKernel
 from sb3_ppo_variants.common.guards import nonfinite_observation_guard
 from sb3_ppo_variants.common.reference import (
     ReferenceAlgorithm,
@@ -41,14 +42,19 @@ from sb3_ppo_variants.reinforce.baselines import (
     actor_parameters,
     covariance_trace,
     discounted_returns,
+    importance_weights,
     make_baseline,
     per_episode_gradients,
     value_parameters,
+    weighted_returns,
 )
 from sb3_ppo_variants.reinforce.episodes import EpisodeBatch, EpisodeBuffer, TensorObservation
 from sb3_ppo_variants.reinforce.policies import CnnPolicy, MlpPolicy, MultiInputPolicy
 
 SelfREINFORCE = TypeVar("SelfREINFORCE", bound="REINFORCE")
+
+OffPolicyCorrection = Literal["none", "importance", "sync"]
+OFF_POLICY_CORRECTIONS: tuple[OffPolicyCorrection, ...] = ("none", "importance", "sync")
 
 
 def check_reinforce_arguments(kwargs: dict[str, Any]) -> None:
@@ -69,6 +75,8 @@ def check_reinforce_arguments(kwargs: dict[str, Any]) -> None:
     check_float("gamma", kwargs["gamma"], 0.0, 1.0, low_open=True)
     check_bool("reward_to_go", kwargs["reward_to_go"])
     check_bool("normalize_advantage", kwargs["normalize_advantage"])
+    check_choice("off_policy_correction", kwargs["off_policy_correction"], OFF_POLICY_CORRECTIONS)
+    check_bool("truncation_as_terminal", kwargs["truncation_as_terminal"])
     check_schedule("learning_rate", kwargs["learning_rate"])
     check_schedule("value_learning_rate", kwargs["value_learning_rate"])
     check_int("n_value_epochs", kwargs["n_value_epochs"])
@@ -91,12 +99,14 @@ class REINFORCE(ReferenceAlgorithm, FastPathAlgorithm, MeasuredAlgorithm, OnPoli
 
     One update = one gradient step on a batch of *finished* episodes: ghat = (1/N) sum_i sum_t
     grad log pi(a_t|s_t) (target_t - b), target_t = reward-to-go G_t or the episode return R(tau).
-    Returns are never bootstrapped at a batch boundary: an update waits until enough episodes have finished,
-    and episodes still running on other environments carry over to the next update (their first steps were
-    then sampled by the previous policy, without importance weighting).
+    Returns are never bootstrapped at a batch boundary: an update waits until enough episodes have finished.
+    Episodes still running on other environments then either carry over to the next update, their first steps
+    sampled by older policies (``off_policy_correction="none"``: used as they are; ``"importance"``: re-weighted by
+    per-decision importance weights), or are run to their end by the same policy before the update (``"sync"``).
 
     Time limits: an episode cut by a time limit (``TimeLimit.truncated``) is bootstrapped with
-    gamma^(T-t) V(s_T) when ``baseline="value"`` (V evaluated before this update's fit); with the other
+    gamma^(T-t) V(s_T) when ``baseline="value"`` and not ``truncation_as_terminal`` (V evaluated before this
+    update's fit); with the other
     baselines no value exists and the truncation is treated as the end of the episode (the usual REINFORCE
     behaviour: an agent whose state lacks the time sees a terminal state). V is always regressed on the
     bootstrapped reward-to-go G_t, a true state value, also with ``reward_to_go=False`` (whose targets are then
@@ -123,11 +133,22 @@ class REINFORCE(ReferenceAlgorithm, FastPathAlgorithm, MeasuredAlgorithm, OnPoli
     :param reward_to_go: True: weight each score by the discounted reward-to-go G_t (causality);
         False: by the discounted whole-episode return R(tau)
     :param baseline: ``"none"``, ``"mean"`` (leave-one-episode-out batch mean of the targets over steps),
-        ``"value"`` (learned V(s), regressed on the Monte-Carlo targets) or ``"optimal"``
-        (variance-minimising constant per parameter, from per-episode gradients)
+        ``"value"`` (learned V(s), regressed on the Monte-Carlo targets), ``"optimal"``
+        (variance-minimising constant per parameter, from per-episode gradients), ``"rloo"`` (leave-one-out mean of
+        the other episodes' returns, each episode once), ``"rloo_std"`` (``"rloo"`` divided by the other episodes'
+        return std, GRPO-style) or ``"time"`` (leave-one-out mean of the targets at the same time index)
     :param normalize_advantage: Whiten the advantages over the batch (REINFORCE++-style: subtract the batch mean,
         divide by the std; the mean subtraction acts as an extra batch-mean baseline). With ``baseline="optimal"``
         the targets are only divided by their std (the baseline already centres the estimate).
+    :param off_policy_correction: what happens to the episodes unfinished at an update with several environments:
+        ``"none"`` (carried over, their first steps used as sampled by the older policy), ``"importance"`` (carried
+        over and re-weighted by per-decision importance weights pi/mu, from log-probabilities stored when sampled)
+        or ``"sync"`` (run to their end by the same policy before the update, the other environments' new steps
+        dropped, then every environment reset: every batch on-policy, at the cost of the dropped steps). Default
+        ``"sync"``: in the variance experiment (docs/benchmarks.md) ``"none"`` is biased (z = 8) on CartPole-v1, and
+        ``"importance"`` is unbiased but has 6.5x its variance, ``"sync"`` neither, for 1.3 % of the steps dropped
+    :param truncation_as_terminal: treat a time-limit truncation as the end of the episode (no bootstrap with
+        V(s_T), also with ``baseline="value"``), as if the episode had terminated
     :param ent_coef: Entropy coefficient (entropy bonus added to the policy loss)
     :param max_grad_norm: Clip the policy gradient to this global norm (None: no clipping)
     :param value_learning_rate: Learning rate of the value baseline's optimiser (float or schedule)
@@ -185,6 +206,8 @@ class REINFORCE(ReferenceAlgorithm, FastPathAlgorithm, MeasuredAlgorithm, OnPoli
         reward_to_go: bool = True,
         baseline: BaselineName = "value",
         normalize_advantage: bool = False,
+        off_policy_correction: OffPolicyCorrection = "sync",
+        truncation_as_terminal: bool = False,
         ent_coef: float = 0.0,
         max_grad_norm: float | None = None,
         value_learning_rate: float | Schedule = 1e-3,
@@ -244,6 +267,8 @@ class REINFORCE(ReferenceAlgorithm, FastPathAlgorithm, MeasuredAlgorithm, OnPoli
         self.reward_to_go = reward_to_go
         self.baseline = baseline
         self.normalize_advantage = normalize_advantage
+        self.off_policy_correction = off_policy_correction
+        self.truncation_as_terminal = truncation_as_terminal
         self.value_learning_rate = value_learning_rate
         self.n_value_epochs = n_value_epochs
         self.value_batch_size = value_batch_size
@@ -342,19 +367,15 @@ class REINFORCE(ReferenceAlgorithm, FastPathAlgorithm, MeasuredAlgorithm, OnPoli
         callback.on_rollout_start()
         # the fast path: the same actions, drawn without torch.distributions objects (docs/speed.md)
         kernel = self._kernel()  # None with gSDE (its distribution is not the kernel's)
+        # "sync" once the batch is ready: the environments whose (unfinished) episode is still recorded
+        recording: np.ndarray | None = None
 
-        while not self._batch_ready():
+        while not self._batch_ready() or (recording is not None and recording.any()):
             if self.use_sde and self.sde_sample_freq > 0 and n_steps % self.sde_sample_freq == 0:
                 # Sample a new noise matrix
                 self.policy.reset_noise(env.num_envs)
 
-            if kernel is not None:
-                with th.inference_mode():
-                    actions = kernel.get_actions(th.as_tensor(self._last_obs, device=self.device)).numpy()
-            else:
-                with th.no_grad():
-                    obs_tensor = obs_as_tensor(self._last_obs, self.device)  # type: ignore[arg-type]
-                    actions = self.policy.get_distribution(obs_tensor).get_actions().cpu().numpy()
+            actions, log_probs = self._sample_actions(kernel)
 
             # Rescale and perform action
             clipped_actions = actions
@@ -377,13 +398,45 @@ class REINFORCE(ReferenceAlgorithm, FastPathAlgorithm, MeasuredAlgorithm, OnPoli
             self._update_info_buffer(infos, dones)
             n_steps += 1
             # the unclipped action is stored: it is the one whose log-probability the gradient uses
-            rollout_buffer.add(self._last_obs, actions, rewards, dones, infos)  # type: ignore[arg-type]
+            rollout_buffer.add(self._last_obs, actions, rewards, dones, infos, log_probs, recording)  # type: ignore[arg-type]
             self._last_obs = new_obs  # type: ignore[assignment]
             self._last_episode_starts = dones
+            if recording is not None:
+                # "sync": an environment whose episode ended waits (its next steps are dropped)
+                recording &= ~dones
+            elif self.off_policy_correction == "sync" and self._batch_ready():
+                # "sync": run the unfinished episodes to their end with this policy, recording nothing else
+                recording = rollout_buffer.envs_in_progress
+
+        if recording is not None and rollout_buffer.n_discarded_steps > 0:
+            # the waiting environments are inside episodes that were not recorded: every environment starts anew
+            self._last_obs = env.reset()  # type: ignore[assignment]
+            self._last_episode_starts = np.ones((env.num_envs,), dtype=bool)
+            rollout_buffer.reset_in_progress()
 
         callback.update_locals(locals())
         callback.on_rollout_end()
         return True
+
+    def _sample_actions(self, kernel: PolicyKernel | None) -> tuple[np.ndarray, np.ndarray | None]:
+        """
+        :param kernel: the fast path's kernel, or None for SB3's distribution
+        :return: actions for ``self._last_obs`` and, with ``off_policy_correction="importance"``, their
+            log-probabilities (the behaviour policy's, stored for the importance weights), else None
+        """
+        with_log_prob = self.off_policy_correction == "importance"
+        if kernel is not None:
+            with th.inference_mode():
+                output = kernel.actor_output(kernel.features(th.as_tensor(self._last_obs, device=self.device)))
+                actions, parameters = kernel.sample(output)
+                log_probs = kernel.log_prob(output, parameters, actions).numpy() if with_log_prob else None
+            return actions.numpy(), log_probs
+        with th.no_grad():
+            obs_tensor = obs_as_tensor(self._last_obs, self.device)  # type: ignore[arg-type]
+            distribution = self.policy.get_distribution(obs_tensor)
+            actions_tensor = distribution.get_actions()
+            log_probs = distribution.log_prob(actions_tensor).cpu().numpy() if with_log_prob else None
+        return actions_tensor.cpu().numpy(), log_probs
 
     # ----- returns and baselines ----------------------------------------------------------------------
 
@@ -393,12 +446,13 @@ class REINFORCE(ReferenceAlgorithm, FastPathAlgorithm, MeasuredAlgorithm, OnPoli
 
     def _bootstrap_values(self, batch: EpisodeBatch) -> np.ndarray:
         """
-        V(s_T) for every time-limit-truncated episode when the value baseline is used, else 0 (truncation = end).
+        V(s_T) for every time-limit-truncated episode when the value baseline is used and ``truncation_as_terminal``
+        is off, else 0 (truncation = end).
 
         :return: one value per episode
         """
         bootstrap = np.zeros(batch.n_episodes)
-        if not self.baseline_state.uses_value_function:
+        if not self.baseline_state.uses_value_function or self.truncation_as_terminal:
             return bootstrap
         truncated = [i for i, ep in enumerate(batch.episodes) if ep.truncated and ep.terminal_observation is not None]
         if truncated:
@@ -412,12 +466,14 @@ class REINFORCE(ReferenceAlgorithm, FastPathAlgorithm, MeasuredAlgorithm, OnPoli
             bootstrap[truncated] = values.double().cpu().numpy()
         return bootstrap
 
-    def compute_returns(self, batch: EpisodeBatch) -> tuple[np.ndarray, np.ndarray]:
+    def compute_returns(self, batch: EpisodeBatch, weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """
         Monte-Carlo returns of every step, bootstrapped with gamma^(T-t) V(s_T) at a time-limit truncation only
-        when the value baseline is used.
+        when the value baseline is used (and ``truncation_as_terminal`` is off).
 
         :param batch: finished episodes
+        :param weights: per-decision importance weights of the steps (``importance_weights``): the policy-gradient
+            targets are then ``weighted_returns`` (the value targets stay the plain reward-to-go)
         :return: (the targets of the policy gradient: the reward-to-go G_t, or with ``reward_to_go=False`` the
             episode return G_0 at every step; the reward-to-go G_t, which the value baseline is regressed on),
             float64 arrays of shape (batch.n_steps,)
@@ -427,9 +483,33 @@ class REINFORCE(ReferenceAlgorithm, FastPathAlgorithm, MeasuredAlgorithm, OnPoli
             discounted_returns(episode.rewards, self.gamma, True, bootstrap[i]) for i, episode in enumerate(batch.episodes)
         ]
         value_targets = np.concatenate(reward_to_go)
+        if weights is not None:
+            weighted = [
+                weighted_returns(episode.rewards, weights[batch.episode_slice(i)], self.gamma, self.reward_to_go, bootstrap[i])
+                for i, episode in enumerate(batch.episodes)
+            ]
+            return np.concatenate(weighted), value_targets
         if self.reward_to_go:
             return value_targets, value_targets
         return np.concatenate([np.full(len(returns), returns[0]) for returns in reward_to_go]), value_targets
+
+    def _importance_weights(self, batch: EpisodeBatch, log_prob: th.Tensor) -> np.ndarray | None:
+        """
+        :param log_prob: log pi(a_t|s_t) of the batch under the current policy
+        :return: the per-decision importance weights W_t of the batch with ``off_policy_correction="importance"``
+            when some steps were carried over, else None (every step on-policy: the plain estimator)
+        """
+        carried = [episode.carried_over for episode in batch.episodes]
+        if self.off_policy_correction != "importance" or not any(carried):
+            return None
+        behaviour = np.concatenate(
+            [
+                episode.behaviour_log_probs if episode.behaviour_log_probs is not None else np.full(len(episode), np.nan)
+                for episode in batch.episodes
+            ]
+        )
+        log_ratio = log_prob.detach().double().cpu().numpy() - behaviour
+        return importance_weights(log_ratio, carried, batch.starts)
 
     # ----- the update -------------------------------------------------------------------------------
 
@@ -472,6 +552,7 @@ class REINFORCE(ReferenceAlgorithm, FastPathAlgorithm, MeasuredAlgorithm, OnPoli
         # Update optimizer learning rate
         self._update_learning_rate(self.policy.optimizer)
 
+        discarded_steps = self.rollout_buffer.n_discarded_steps
         episodes = self.rollout_buffer.pop_finished()
         if not episodes:
             return
@@ -498,8 +579,14 @@ class REINFORCE(ReferenceAlgorithm, FastPathAlgorithm, MeasuredAlgorithm, OnPoli
         # Entropy loss favors exploration (approximate entropy when no analytical form)
         entropy_loss = -th.mean(-log_prob) if entropy is None else -th.mean(entropy)
         # The policy-gradient term, formed by the baseline: its loss's gradient is -ghat
+        # per-decision importance weights of the carried-over steps (off_policy_correction="importance")
+        weights = self._importance_weights(batch, log_prob)
+        if weights is not None:
+            targets, _ = self.compute_returns(batch, weights)
         params = actor_parameters(self.policy)
-        inputs = PolicyGradientBatch(batch, targets, values, log_prob, self._log_prob, params, self.normalize_advantage)
+        inputs = PolicyGradientBatch(
+            batch, targets, values, log_prob, self._log_prob, params, self.normalize_advantage, weights=weights
+        )
         gradient = self.baseline_state.policy_gradient(inputs)
         grad_variance = self._grad_variance(inputs, gradient)
         loss = gradient.loss + self.ent_coef * entropy_loss
@@ -543,7 +630,17 @@ class REINFORCE(ReferenceAlgorithm, FastPathAlgorithm, MeasuredAlgorithm, OnPoli
         # ... the batch and the baseline ...
         self.logger.record("train/n_episodes", batch.n_episodes)
         self.logger.record("train/batch_steps", batch.n_steps)
-        self.logger.record("train/carried_over_steps", sum(episode.carried_over for episode in episodes))
+        carried_over_steps = sum(episode.carried_over for episode in episodes)
+        self.logger.record("train/carried_over_steps", carried_over_steps)
+        self.logger.record("train/carried_over_fraction", carried_over_steps / batch.n_steps)
+        if self.off_policy_correction == "sync":
+            self.logger.record("train/discarded_steps", discarded_steps)
+        if weights is not None:
+            # the importance weights W_t of the batch through the shared ratio statistics: is_weight_mean ... is_ess
+            statistics = RatioStatistics()
+            statistics.add(th.as_tensor(weights))
+            for key, value in statistics.summary().items():
+                self.logger.record(f"train/is_{key.replace('ratio_', 'weight_')}", value)
         self.logger.record("train/return_mean", float(targets.mean()))
         for key, value in self.baseline_state.last_stats.items():
             self.logger.record(f"train/{key}", value)

@@ -127,7 +127,7 @@ def sample_reinforce_params(trial: optuna.Trial, n_actions: int, n_envs: int, ad
         "n_steps_pow": trial.suggest_int("n_steps_pow", 9, 14),
         "one_minus_gamma": trial.suggest_float("one_minus_gamma", 0.0001, 0.05, log=True),
         "learning_rate": trial.suggest_float("learning_rate", 1e-4, 1e-2, log=True),
-        "baseline": trial.suggest_categorical("baseline", ["none", "mean", "value", "optimal"]),
+        "baseline": trial.suggest_categorical("baseline", ["none", "mean", "value", "optimal", "rloo", "rloo_std", "time"]),
         "reward_to_go": trial.suggest_categorical("reward_to_go", [True, False]),
         "normalize_advantage": trial.suggest_categorical("normalize_advantage", [True, False]),
         "value_learning_rate": trial.suggest_float("value_learning_rate", 1e-4, 1e-2, log=True),
