@@ -52,6 +52,8 @@ class PPOClip(InstrumentedPPO):
     :param verbose: Verbosity level: 0 for no output, 1 for info messages, 2 for debug messages
     :param seed: Seed for the pseudo random generators
     :param device: Device (cpu, cuda, ...) on which the code should be run.
+    :param truncation_as_terminal: treat time-limit truncation as termination: no bootstrap with the value of the
+        terminal observation (which SB3 adds on ``TimeLimit.truncated``); see ``sb3_ppo_variants.common.truncation``
     :param diagnostics: ``"off"`` (SB3 PPO's keys only), ``"basic"`` (default: the shared diagnostics,
         cheap) or ``"full"`` (adds per-state KL histogram and maximum); see docs/diagnostics.md
     :param fast: take the fast path where it applies (the same results, bit for bit, in less time; see
@@ -92,6 +94,7 @@ class PPOClip(InstrumentedPPO):
         verbose: int = 0,
         seed: int | None = None,
         device: th.device | str = "auto",
+        truncation_as_terminal: bool = False,
         diagnostics: DiagnosticsLevel = "basic",
         fast: bool = True,
         _init_setup_model: bool = True,
@@ -99,6 +102,7 @@ class PPOClip(InstrumentedPPO):
         # every argument checked before anything is built (SB3 only asserts a few)
         check_ppo_arguments(locals())
         check_choice("diagnostics", diagnostics, DIAGNOSTICS_LEVELS)
+        check_bool("truncation_as_terminal", truncation_as_terminal)
         check_bool("fast", fast)
         super().__init__(
             policy,
@@ -130,6 +134,7 @@ class PPOClip(InstrumentedPPO):
         )
         self.diagnostics = diagnostics
         self.fast = fast
+        self.truncation_as_terminal = truncation_as_terminal
         self.kl_estimator = "auto"  # exact KL where SB3's distribution has one, for train/policy_kl
         if _init_setup_model:
             self._setup_model()

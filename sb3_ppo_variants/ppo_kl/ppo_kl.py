@@ -92,6 +92,8 @@ class PPOKL(InstrumentedPPO):
     :param kl_estimator: KL used in the penalty and for d: ``"analytic"`` (exact KL of SB3's categorical,
         diagonal Gaussian, multi-categorical and Bernoulli distributions), ``"sample"`` (k3 estimator on the
         rollout actions) or ``"auto"`` (analytic where defined, sample otherwise)
+    :param truncation_as_terminal: treat time-limit truncation as termination: no bootstrap with the value of the
+        terminal observation (which SB3 adds on ``TimeLimit.truncated``); see ``sb3_ppo_variants.common.truncation``
     :param diagnostics: ``"off"``, ``"basic"`` (default) or ``"full"``; see docs/diagnostics.md
     :param fast: take the fast path where it applies (the same results, bit for bit, in less time; see
         docs/speed.md); ``False`` runs SB3's code everywhere
@@ -143,6 +145,7 @@ class PPOKL(InstrumentedPPO):
         kl_coef_max: float = 1e6,
         kl_hold_lr_fraction: float = 0.5,
         kl_estimator: KLEstimator = "auto",
+        truncation_as_terminal: bool = False,
         diagnostics: DiagnosticsLevel = "basic",
         fast: bool = True,
         _init_setup_model: bool = True,
@@ -162,6 +165,7 @@ class PPOKL(InstrumentedPPO):
         )
         check_choice("kl_estimator", kl_estimator, KL_ESTIMATORS)
         check_choice("diagnostics", diagnostics, DIAGNOSTICS_LEVELS)
+        check_bool("truncation_as_terminal", truncation_as_terminal)
         check_bool("fast", fast)
         super().__init__(
             policy,
@@ -193,6 +197,7 @@ class PPOKL(InstrumentedPPO):
         )
         self.diagnostics = diagnostics
         self.fast = fast
+        self.truncation_as_terminal = truncation_as_terminal
         self.kl_estimator = kl_estimator
         # the controller's settings (what ``load(path, kl_...=...)`` reconfigures), and the controller with beta
         self.kl_controller = kl_controller

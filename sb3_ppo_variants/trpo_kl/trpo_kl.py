@@ -181,6 +181,8 @@ class TRPOKL(GuardedRollouts, FastPathAlgorithm, MeasuredAlgorithm, TRPO):
     :param seed: Seed for the pseudo random generators
     :param device: Device (cpu, cuda, ...) on which the code should be run.
         Setting it to auto, the code will be run on the GPU if possible.
+    :param truncation_as_terminal: treat time-limit truncation as termination: no bootstrap with the value of the
+        terminal observation (which SB3 adds on ``TimeLimit.truncated``); see ``sb3_ppo_variants.common.truncation``
     :param diagnostics: ``"off"`` (sb3-contrib TRPO's keys only, plus ``nonfinite_steps``), ``"basic"``
         (default: the trust-region and shared diagnostics; costs one extra forward pass over the rollout per
         update) or ``"full"`` (adds ``grad_snr``: one extra forward and backward pass per ``batch_size`` chunk
@@ -223,6 +225,7 @@ class TRPOKL(GuardedRollouts, FastPathAlgorithm, MeasuredAlgorithm, TRPO):
         verbose: int = 0,
         seed: int | None = None,
         device: th.device | str = "auto",
+        truncation_as_terminal: bool = False,
         diagnostics: DiagnosticsLevel = "basic",
         fast: bool = True,
         _init_setup_model: bool = True,
@@ -230,6 +233,7 @@ class TRPOKL(GuardedRollouts, FastPathAlgorithm, MeasuredAlgorithm, TRPO):
         # every argument validated before anything is built (sb3-contrib only asserts a few)
         check_trpo_arguments(locals())
         check_choice("diagnostics", diagnostics, DIAGNOSTICS_LEVELS)
+        check_bool("truncation_as_terminal", truncation_as_terminal)
         check_bool("fast", fast)
         super().__init__(
             policy,
@@ -261,6 +265,7 @@ class TRPOKL(GuardedRollouts, FastPathAlgorithm, MeasuredAlgorithm, TRPO):
         )
         self.diagnostics = diagnostics
         self.fast = fast
+        self.truncation_as_terminal = truncation_as_terminal
         if _init_setup_model:
             self._setup_model()
 
