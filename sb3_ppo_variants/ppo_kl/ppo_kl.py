@@ -30,6 +30,10 @@ _CONTROLLER_SETTINGS = (
     "kl_coef_min",
     "kl_coef_max",
     "kl_hold_lr_fraction",
+    "kl_min",
+    "kl_max",
+    "kl_factor_up",
+    "kl_factor_down",
 )
 
 
@@ -92,6 +96,11 @@ class PPOKL(InstrumentedPPO):
     :param kl_estimator: KL used in the penalty and for d: ``"analytic"`` (exact KL of SB3's categorical,
         diagonal Gaussian, multi-categorical and Bernoulli distributions), ``"sample"`` (k3 estimator on the
         rollout actions) or ``"auto"`` (analytic where defined, sample otherwise)
+    :param kl_min: adaptive controller: explicit lower threshold on d (<= kl_target; None: kl_target / kl_tolerance)
+    :param kl_max: adaptive controller: explicit upper threshold on d (>= kl_target; None: kl_target * kl_tolerance)
+    :param kl_factor_up: adaptive controller: beta's multiplier when d > kl_max (> 1; None: kl_factor). RLlib's rule is
+        ``kl_min=kl_target/2, kl_max=2*kl_target, kl_factor_up=1.5, kl_factor_down=0.5``
+    :param kl_factor_down: adaptive controller: beta's multiplier when d < kl_min (in (0, 1); None: divide by kl_factor)
     :param truncation_as_terminal: treat time-limit truncation as termination: no bootstrap with the value of the
         terminal observation (which SB3 adds on ``TimeLimit.truncated``); see ``sb3_ppo_variants.common.truncation``
     :param diagnostics: ``"off"``, ``"basic"`` (default) or ``"full"``; see docs/diagnostics.md
@@ -107,6 +116,11 @@ class PPOKL(InstrumentedPPO):
     }
     _policy_loss_uses_old_policy = True
     kl_control: KLController
+    # the adaptive controller's explicit thresholds and factors (models saved before they existed read None)
+    kl_min: float | None = None
+    kl_max: float | None = None
+    kl_factor_up: float | None = None
+    kl_factor_down: float | None = None
 
     def __init__(
         self,
@@ -145,6 +159,10 @@ class PPOKL(InstrumentedPPO):
         kl_coef_max: float = 1e6,
         kl_hold_lr_fraction: float = 0.5,
         kl_estimator: KLEstimator = "auto",
+        kl_min: float | None = None,
+        kl_max: float | None = None,
+        kl_factor_up: float | None = None,
+        kl_factor_down: float | None = None,
         truncation_as_terminal: bool = False,
         diagnostics: DiagnosticsLevel = "basic",
         fast: bool = True,
@@ -162,6 +180,10 @@ class PPOKL(InstrumentedPPO):
             kl_coef_min=kl_coef_min,
             kl_coef_max=kl_coef_max,
             kl_hold_lr_fraction=kl_hold_lr_fraction,
+            kl_min=kl_min,
+            kl_max=kl_max,
+            kl_factor_up=kl_factor_up,
+            kl_factor_down=kl_factor_down,
         )
         check_choice("kl_estimator", kl_estimator, KL_ESTIMATORS)
         check_choice("diagnostics", diagnostics, DIAGNOSTICS_LEVELS)
@@ -209,6 +231,10 @@ class PPOKL(InstrumentedPPO):
         self.kl_coef_min = kl_coef_min
         self.kl_coef_max = kl_coef_max
         self.kl_hold_lr_fraction = kl_hold_lr_fraction
+        self.kl_min = kl_min
+        self.kl_max = kl_max
+        self.kl_factor_up = kl_factor_up
+        self.kl_factor_down = kl_factor_down
         self.kl_control = kl_control
         if _init_setup_model:
             self._setup_model()
