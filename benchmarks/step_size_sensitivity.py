@@ -70,14 +70,14 @@ def constant_schedules(entry: dict[str, Any]) -> dict[str, Any]:
 
 
 def make_specs(profile: dict[str, Any]) -> list[RunSpec]:
-    """:return: one run per (environment, algorithm, knob value, seed)"""
+    """:return: one run per (environment, seed, algorithm, knob value), in that order (an interrupted suite has whole
+    sweeps of the first seeds)"""
     specs = []
     for env_id in ENVS:
-        for algo in ALGOS:
-            knob, grid, _ = KNOBS[algo]
-            values = [grid[i] for i in profile.get("grid", range(len(grid)))]
-            for value in values:
-                for seed in profile["seeds"]:
+        for seed in profile["seeds"]:
+            for algo in ALGOS:
+                knob, grid, _ = KNOBS[algo]
+                for value in [grid[i] for i in profile.get("grid", range(len(grid)))]:
                     entry = constant_schedules(zoo_entry(algo, env_id))
                     entry.update(profile.get("overrides", {}).get(algo, {}))
                     entry[knob] = value
