@@ -9,7 +9,8 @@ trust region (TRPO), the KL penalty (PPO-penalty) and the clip (PPO-clip) make t
 - on CartPole-v1 and Pendulum-v1, each algorithm with its shipped zoo entry (sb3_ppo_variants/zoo/hyperparams/<key>.yml)
   and only the knob changed; rl-zoo3's linear schedules (``lin_x``) are replaced by the constant x, so that the knob is
   the step size for the whole run;
-- the same budget for every algorithm of an environment, several seeds.
+- the same budget for every algorithm of an environment, several seeds; REINFORCE with one environment and 1000 steps
+  per update (``REINFORCE_BATCH``: its zoo batches would give it one to six updates in these budgets).
 
 Per (environment, algorithm, knob value): the final return (mean of the last 100 training episodes, and a
 deterministic evaluation) and the median of ``train/policy_kl`` (the exact mean KL(pi_old || pi_new) over the
@@ -45,9 +46,22 @@ TARGET_KLS = [float(x) for x in np.logspace(-3, -1, 5)]
 KNOBS = {algo: ("learning_rate", LEARNING_RATES, 1e-3) for algo in ALGOS} | {"trpo_kl": ("target_kl", TARGET_KLS, 1e-2)}
 COLORS = dict(zip(ALGOS, ("tab:red", "tab:green", "tab:blue", "tab:purple"), strict=True))
 KEYS = ("train/policy_kl",)
+#: REINFORCE's zoo batches (8 environments x 4000 or 2000 steps) give one to six updates in these budgets: one
+#: environment and 1000 steps per update instead (no episode carried over between updates, about 50 and 100 updates)
+REINFORCE_BATCH = {"n_envs": 1, "n_steps": 1000}
 PROFILES: dict[str, dict[str, Any]] = {
-    "quick": {"seeds": [0, 1, 2], "steps": {"CartPole-v1": 50_000, "Pendulum-v1": 100_000}, "eval_episodes": 10},
-    "full": {"seeds": [0, 1, 2, 3, 4], "steps": {"CartPole-v1": 100_000, "Pendulum-v1": 100_000}, "eval_episodes": 10},
+    "quick": {
+        "seeds": [0, 1, 2],
+        "steps": {"CartPole-v1": 50_000, "Pendulum-v1": 100_000},
+        "eval_episodes": 10,
+        "overrides": {"reinforce": REINFORCE_BATCH},
+    },
+    "full": {
+        "seeds": [0, 1, 2, 3, 4],
+        "steps": {"CartPole-v1": 100_000, "Pendulum-v1": 100_000},
+        "eval_episodes": 10,
+        "overrides": {"reinforce": REINFORCE_BATCH},
+    },
     "smoke": {
         "seeds": [0],
         "steps": {"CartPole-v1": 1_000, "Pendulum-v1": 1_000},
