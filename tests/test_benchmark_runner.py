@@ -12,7 +12,17 @@ import numpy as np
 import pytest
 from stable_baselines3.common.vec_env import VecNormalize
 
-from benchmarks import common, overhead, paired, reinforce_variance, runner, step_size, surrogates, zoo_table
+from benchmarks import (
+    common,
+    overhead,
+    paired,
+    reinforce_variance,
+    runner,
+    step_size,
+    step_size_sensitivity,
+    surrogates,
+    zoo_table,
+)
 from sb3_ppo_variants.zoo import ZOO_ALGOS
 
 integration = pytest.mark.integration  # trains models
@@ -168,6 +178,7 @@ COMMITTED = [
     (surrogates, "surrogates/quick", ["results.md"]),
     (zoo_table, "zoo_table/quick", ["results.md"]),
     (step_size, "step_size", ["results.md"]),
+    (step_size_sensitivity, "step_size_sensitivity/quick", ["results.md"]),
     (reinforce_variance, "reinforce_variance", ["results.csv"]),
     (overhead, "overhead", ["results.md"]),
 ]

@@ -109,3 +109,40 @@ def test_fine_tuning_benchmark_smoke(tmp_path):
     (tmp_path / "results.md").unlink()
     run_module("benchmarks.fine_tuning", "--report-only", "--output", str(tmp_path))
     assert (tmp_path / "results.md").read_text() == report
+
+
+def test_step_size_sensitivity_benchmark_smoke(tmp_path):
+    from benchmarks import step_size_sensitivity as experiment
+
+    run_module("benchmarks.step_size_sensitivity", "--smoke", "--workers", "1", "--output", str(tmp_path))
+    results = json.loads((tmp_path / "results.json").read_text())
+    # the largest value of each knob's grid, for every algorithm on both tasks; TRPOKL's knob is its KL bound
+    cells = {(row["env"], row["algo"], row["knob"], row["value"]) for row in results["rows"]}
+    assert len(cells) == 2 * 4 and {env for env, *_ in cells} == set(experiment.ENVS)
+    assert {value for *_, value in cells} == {experiment.LEARNING_RATES[-1], experiment.TARGET_KLS[-1]}
+    assert {knob for _, algo, knob, _ in cells if algo == "trpo_kl"} == {"target_kl"}
+    assert all(row["updates"][0] >= 1 and row["median_policy_kl"][0] > 0 for row in results["rows"])
+    assert (tmp_path / "step_size_sensitivity.png").exists()
+    # resume: a second invocation runs nothing and writes the same report
+    report = (tmp_path / "results.md").read_text()
+    result = run_module("benchmarks.step_size_sensitivity", "--smoke", "--workers", "1", "--output", str(tmp_path))
+    assert "8/8" in result.stderr and (tmp_path / "results.md").read_text() == report
+
+
+def test_tutorial_pendulum_benchmark_smoke(tmp_path):
+    from benchmarks import tutorial_pendulum as experiment
+
+    run_module("benchmarks.tutorial_pendulum", "--smoke", "--workers", "1", "--output", str(tmp_path))
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert [row["row"] for row in results["rows"]] == [row for row, _, _ in experiment.ROWS]
+    # one iteration of 2200 steps: 11 whole episodes
+    assert all(row["iterations"] == [1] for row in results["rows"][:-1])
+    runs = {path.stem: json.loads(path.read_text()) for path in (tmp_path / "runs").iterdir()}
+    tutorial = runs["tutorial_PPOClip-s0"]
+    assert len(tutorial["episodes"]) == 11 and {episode[2] for episode in tutorial["episodes"]} == {200}
+    assert (tmp_path / "tutorial_pendulum.png").exists()
+    report = (tmp_path / "results.md").read_text()
+    assert "-76.99" in report
+    (tmp_path / "results.md").unlink()
+    run_module("benchmarks.tutorial_pendulum", "--report-only", "--output", str(tmp_path))
+    assert (tmp_path / "results.md").read_text() == report

@@ -255,3 +255,23 @@ def test_unchanged_zoo_command_fine_tunes_a_zoo_model_toward_it(tmp_path):
     assert tuned.ref_policy == reference and tuned.reference.kl_coef == 0.1
     for frozen, trained in zip(tuned.reference.policy.parameters(), zoo_model.policy.parameters(), strict=True):
         assert th.equal(frozen, trained)
+
+
+@pytest.mark.parametrize("key", ["ppo_clip", "ppo_kl", "trpo_kl"])
+def test_samplers_cover_the_package_knobs(key):
+    register()
+    from rl_zoo3.hyperparams_opt import HYPERPARAMS_CONVERTER, HYPERPARAMS_SAMPLER
+
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    seen = set()
+    for env_id, n_actions in (("Pendulum-v1", 1), ("CartPole-v1", 0)) * 4:
+        trial = study.ask()
+        kwargs = HYPERPARAMS_SAMPLER[key](trial, n_actions, 1, {})
+        assert HYPERPARAMS_CONVERTER[key](trial.params) == kwargs
+        assert isinstance(kwargs["truncation_as_terminal"], bool)
+        # the std knobs only for continuous actions, inside policy_kwargs
+        assert ("learn_std" in kwargs["policy_kwargs"]) == (n_actions > 0) and "learn_std" not in kwargs
+        seen |= {(name, str(value)) for name, value in kwargs.items() if name in ("truncation_as_terminal", "kl_max")}
+        seen |= {("learn_std", str(kwargs["policy_kwargs"].get("learn_std")))}
+        algorithm_class(key)("MlpPolicy", env_id, **kwargs)  # a valid configuration
+    assert {("truncation_as_terminal", "True"), ("truncation_as_terminal", "False"), ("learn_std", "False")} <= seen

@@ -61,6 +61,7 @@ from torch.optim.adam import adam
 
 from sb3_ppo_variants.common.buffers import ensure_flattened, iter_minibatches
 from sb3_ppo_variants.common.guards import gradient_norm
+from sb3_ppo_variants.common.truncation import TruncationAsTermination
 
 #: the ActorCriticPolicy methods whose computation the kernel reproduces: a subclass overriding one runs SB3's code
 _KERNEL_METHODS = (
@@ -737,6 +738,8 @@ class FastPathAlgorithm(OnPolicyAlgorithm):
     """
 
     fast: bool
+    #: time-limit truncation treated as termination: no bootstrap (the PPO family and TRPOKL take it as an argument)
+    truncation_as_terminal: bool = False
     #: the flat buffers of the fast update, by optimizer (not saved: rebuilt from the parameters and the optimizer's state)
     _flat_adams: dict[int, FlatAdam] | None = None
 
@@ -790,7 +793,12 @@ class FastPathAlgorithm(OnPolicyAlgorithm):
         rollout_buffer: RolloutBuffer,
         n_rollout_steps: int,
     ) -> bool:
-        """SB3's ``collect_rollouts``; with the fast path, the policy's forward pass is ``PolicyKernel.forward``."""
+        """
+        SB3's ``collect_rollouts``; with the fast path, the policy's forward pass is ``PolicyKernel.forward``. With
+        ``truncation_as_terminal`` both see the VecEnv through ``TruncationAsTermination`` (no bootstrap on time limits).
+        """
+        if self.truncation_as_terminal:
+            env = TruncationAsTermination(env)  # type: ignore[assignment]
         kernel = self._kernel()
         if kernel is None:  # gSDE, other policies, fast=False
             return super().collect_rollouts(env, callback, rollout_buffer, n_rollout_steps)

@@ -1,7 +1,7 @@
 # This file is here just to define MlpPolicy/CnnPolicy/MultiInputPolicy
-# that work for PPOClip (the actor-critic policies of SB3)
-from stable_baselines3.common.policies import ActorCriticCnnPolicy, ActorCriticPolicy, MultiInputActorCriticPolicy
+# that work for PPOClip (SB3's actor-critic policies with common/policies.py's learn_std option)
+from sb3_ppo_variants.common.policies import StdActorCriticCnnPolicy, StdActorCriticPolicy, StdMultiInputActorCriticPolicy
 
-MlpPolicy = ActorCriticPolicy
-CnnPolicy = ActorCriticCnnPolicy
-MultiInputPolicy = MultiInputActorCriticPolicy
+MlpPolicy = StdActorCriticPolicy
+CnnPolicy = StdActorCriticCnnPolicy
+MultiInputPolicy = StdMultiInputActorCriticPolicy

@@ -76,6 +76,8 @@ class PPOClip(InstrumentedPPO):
     :param ref_vec_normalize: the reference's observation normalisation: None (the reference sees the policy's
         observations), ``"raw"`` (the raw observations) or a ``VecNormalize`` / the path of one saved with
         ``VecNormalize.save`` (the raw observations normalised with its frozen statistics)
+    :param truncation_as_terminal: treat time-limit truncation as termination: no bootstrap with the value of the
+        terminal observation (which SB3 adds on ``TimeLimit.truncated``); see ``sb3_ppo_variants.common.truncation``
     :param diagnostics: ``"off"`` (SB3 PPO's keys only), ``"basic"`` (default: the shared diagnostics,
         cheap) or ``"full"`` (adds per-state KL histogram and maximum); see docs/diagnostics.md
     :param fast: take the fast path where it applies (the same results, bit for bit, in less time; see
@@ -125,6 +127,7 @@ class PPOClip(InstrumentedPPO):
         ref_kl_estimator: RefKLEstimator = "k1",
         init_from_ref: bool | str = False,
         ref_vec_normalize: RefVecNormalize = None,
+        truncation_as_terminal: bool = False,
         diagnostics: DiagnosticsLevel = "basic",
         fast: bool = True,
         _init_setup_model: bool = True,
@@ -132,6 +135,7 @@ class PPOClip(InstrumentedPPO):
         # every argument checked before anything is built (SB3 only asserts a few)
         check_ppo_arguments(locals())
         check_choice("diagnostics", diagnostics, DIAGNOSTICS_LEVELS)
+        check_bool("truncation_as_terminal", truncation_as_terminal)
         check_bool("fast", fast)
         check_reference_arguments(locals())
         super().__init__(
@@ -164,6 +168,7 @@ class PPOClip(InstrumentedPPO):
         )
         self.diagnostics = diagnostics
         self.fast = fast
+        self.truncation_as_terminal = truncation_as_terminal
         self.kl_estimator = "auto"  # exact KL where SB3's distribution has one, for train/policy_kl
         self._init_reference(locals())
         if _init_setup_model:

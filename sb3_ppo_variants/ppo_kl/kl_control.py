@@ -109,24 +109,70 @@ class AdaptiveKLController(KLController):
     The PPO paper's rule (Schulman et al. 2017, section 4), applied once per update:
     d < d_targ / tolerance -> beta / factor; d > d_targ * tolerance -> beta * factor.
 
+    Its general form has explicit thresholds and separate factors (the PPO-penalty tutorials' KL_min / KL_max):
+    d < kl_min -> beta * factor_down; d > kl_max -> beta * factor_up; e.g. RLlib's ``kl_min=d_targ/2``,
+    ``kl_max=2*d_targ``, ``factor_up=1.5``, ``factor_down=0.5``. Each one left at None is the paper's rule with
+    ``tolerance`` and ``factor`` (the same operations, so the same betas bit for bit).
+
     :param tolerance: the paper's 1.5 (> 1)
     :param factor: the paper's 2 (> 1)
+    :param kl_min: lower threshold on d (> 0, <= d_targ); None: d_targ / tolerance
+    :param kl_max: upper threshold on d (>= d_targ, > kl_min); None: d_targ * tolerance
+    :param factor_up: beta's multiplier above ``kl_max`` (> 1); None: ``factor``
+    :param factor_down: beta's multiplier below ``kl_min`` (in (0, 1)); None: division by ``factor``
     """
 
     name = "adaptive"
+    #: the explicit thresholds and factors (class defaults: controllers saved before they existed read None)
+    kl_min: float | None = None
+    kl_max: float | None = None
+    factor_up: float | None = None
+    factor_down: float | None = None
 
-    def __init__(self, kl_coef: float, kl_target: float, tolerance: float = 1.5, factor: float = 2.0, **bounds: float) -> None:
+    def __init__(
+        self,
+        kl_coef: float,
+        kl_target: float,
+        tolerance: float = 1.5,
+        factor: float = 2.0,
+        kl_min: float | None = None,
+        kl_max: float | None = None,
+        factor_up: float | None = None,
+        factor_down: float | None = None,
+        **bounds: float,
+    ) -> None:
         super().__init__(kl_coef, kl_target, **bounds)
         check_float("kl_tolerance", tolerance, low=1.0, low_open=True)
         check_float("kl_factor", factor, low=1.0, low_open=True)
+        check_float("kl_min", kl_min, low=0.0, low_open=True, allow_none=True)
+        check_float("kl_max", kl_max, low=0.0, low_open=True, allow_none=True)
+        check_float("kl_factor_up", factor_up, low=1.0, low_open=True, allow_none=True)
+        check_float("kl_factor_down", factor_down, low=0.0, high=1.0, low_open=True, high_open=True, allow_none=True)
         self.tolerance = float(tolerance)
         self.factor = float(factor)
+        self.kl_min = None if kl_min is None else float(kl_min)
+        self.kl_max = None if kl_max is None else float(kl_max)
+        self.factor_up = None if factor_up is None else float(factor_up)
+        self.factor_down = None if factor_down is None else float(factor_down)
+        low, high = self.thresholds()
+        if not low <= self.kl_target <= high or low >= high:
+            raise ValueError(
+                f"kl_min and kl_max must satisfy kl_min <= kl_target <= kl_max and kl_min < kl_max, got kl_min={low}, "
+                f"kl_target={self.kl_target}, kl_max={high} (None: kl_target / kl_tolerance and kl_target * kl_tolerance)"
+            )
+
+    def thresholds(self) -> tuple[float, float]:
+        """:return: (lower, upper) thresholds on d"""
+        low = self.kl_target / self.tolerance if self.kl_min is None else self.kl_min
+        high = self.kl_target * self.tolerance if self.kl_max is None else self.kl_max
+        return low, high
 
     def _proposal(self, kl: float) -> float:
-        if kl < self.kl_target / self.tolerance:
-            return self.kl_coef / self.factor
-        if kl > self.kl_target * self.tolerance:
-            return self.kl_coef * self.factor
+        low, high = self.thresholds()
+        if kl < low:
+            return self.kl_coef / self.factor if self.factor_down is None else self.kl_coef * self.factor_down
+        if kl > high:
+            return self.kl_coef * (self.factor if self.factor_up is None else self.factor_up)
         return self.kl_coef
 
 
@@ -170,6 +216,10 @@ def make_kl_controller(
     kl_coef_min: float = 1e-6,
     kl_coef_max: float = 1e6,
     kl_hold_lr_fraction: float = 0.0,
+    kl_min: float | None = None,
+    kl_max: float | None = None,
+    kl_factor_up: float | None = None,
+    kl_factor_down: float | None = None,
 ) -> KLController:
     """
     Build the controller named by ``kl_controller`` (one of ``KL_CONTROLLERS``), validating every argument.
@@ -179,7 +229,17 @@ def make_kl_controller(
     check_choice("kl_controller", kl_controller, KL_CONTROLLERS)
     common = dict(kl_coef_min=kl_coef_min, kl_coef_max=kl_coef_max, kl_hold_lr_fraction=kl_hold_lr_fraction)
     if kl_controller == "adaptive":
-        return AdaptiveKLController(kl_coef, kl_target, tolerance=kl_tolerance, factor=kl_factor, **common)
+        return AdaptiveKLController(
+            kl_coef,
+            kl_target,
+            tolerance=kl_tolerance,
+            factor=kl_factor,
+            kl_min=kl_min,
+            kl_max=kl_max,
+            factor_up=kl_factor_up,
+            factor_down=kl_factor_down,
+            **common,
+        )
     if kl_controller == "fixed":
         return FixedKLController(kl_coef, kl_target, **common)
     return ProportionalKLController(kl_coef, kl_target, gain=kl_gain, **common)

@@ -37,6 +37,10 @@ _CONTROLLER_SETTINGS = (
     "kl_coef_min",
     "kl_coef_max",
     "kl_hold_lr_fraction",
+    "kl_min",
+    "kl_max",
+    "kl_factor_up",
+    "kl_factor_down",
 )
 
 
@@ -116,6 +120,13 @@ class PPOKL(InstrumentedPPO):
     :param ref_vec_normalize: the reference's observation normalisation: None (the reference sees the policy's
         observations), ``"raw"`` (the raw observations) or a ``VecNormalize`` / the path of one saved with
         ``VecNormalize.save`` (the raw observations normalised with its frozen statistics)
+    :param kl_min: adaptive controller: explicit lower threshold on d (<= kl_target; None: kl_target / kl_tolerance)
+    :param kl_max: adaptive controller: explicit upper threshold on d (>= kl_target; None: kl_target * kl_tolerance)
+    :param kl_factor_up: adaptive controller: beta's multiplier when d > kl_max (> 1; None: kl_factor). RLlib's rule is
+        ``kl_min=kl_target/2, kl_max=2*kl_target, kl_factor_up=1.5, kl_factor_down=0.5``
+    :param kl_factor_down: adaptive controller: beta's multiplier when d < kl_min (in (0, 1); None: divide by kl_factor)
+    :param truncation_as_terminal: treat time-limit truncation as termination: no bootstrap with the value of the
+        terminal observation (which SB3 adds on ``TimeLimit.truncated``); see ``sb3_ppo_variants.common.truncation``
     :param diagnostics: ``"off"``, ``"basic"`` (default) or ``"full"``; see docs/diagnostics.md
     :param fast: take the fast path where it applies (the same results, bit for bit, in less time; see
         docs/speed.md); ``False`` runs SB3's code everywhere
@@ -129,6 +140,11 @@ class PPOKL(InstrumentedPPO):
     }
     _policy_loss_uses_old_policy = True
     kl_control: KLController
+    # the adaptive controller's explicit thresholds and factors (models saved before they existed read None)
+    kl_min: float | None = None
+    kl_max: float | None = None
+    kl_factor_up: float | None = None
+    kl_factor_down: float | None = None
 
     def __init__(
         self,
@@ -176,6 +192,11 @@ class PPOKL(InstrumentedPPO):
         ref_kl_estimator: RefKLEstimator = "k1",
         init_from_ref: bool | str = False,
         ref_vec_normalize: RefVecNormalize = None,
+        kl_min: float | None = None,
+        kl_max: float | None = None,
+        kl_factor_up: float | None = None,
+        kl_factor_down: float | None = None,
+        truncation_as_terminal: bool = False,
         diagnostics: DiagnosticsLevel = "basic",
         fast: bool = True,
         _init_setup_model: bool = True,
@@ -192,9 +213,14 @@ class PPOKL(InstrumentedPPO):
             kl_coef_min=kl_coef_min,
             kl_coef_max=kl_coef_max,
             kl_hold_lr_fraction=kl_hold_lr_fraction,
+            kl_min=kl_min,
+            kl_max=kl_max,
+            kl_factor_up=kl_factor_up,
+            kl_factor_down=kl_factor_down,
         )
         check_choice("kl_estimator", kl_estimator, KL_ESTIMATORS)
         check_choice("diagnostics", diagnostics, DIAGNOSTICS_LEVELS)
+        check_bool("truncation_as_terminal", truncation_as_terminal)
         check_bool("fast", fast)
         check_reference_arguments(locals())
         super().__init__(
@@ -227,6 +253,7 @@ class PPOKL(InstrumentedPPO):
         )
         self.diagnostics = diagnostics
         self.fast = fast
+        self.truncation_as_terminal = truncation_as_terminal
         self.kl_estimator = kl_estimator
         # the controller's settings (what ``load(path, kl_...=...)`` reconfigures), and the controller with beta
         self.kl_controller = kl_controller
@@ -238,6 +265,10 @@ class PPOKL(InstrumentedPPO):
         self.kl_coef_min = kl_coef_min
         self.kl_coef_max = kl_coef_max
         self.kl_hold_lr_fraction = kl_hold_lr_fraction
+        self.kl_min = kl_min
+        self.kl_max = kl_max
+        self.kl_factor_up = kl_factor_up
+        self.kl_factor_down = kl_factor_down
         self.kl_control = kl_control
         self._init_reference(locals())
         if _init_setup_model:

@@ -1,7 +1,7 @@
 # This file is here just to define MlpPolicy/CnnPolicy/MultiInputPolicy
-# that work for TRPOKL (the actor-critic policies of SB3, as sb3_contrib.trpo.policies)
-from stable_baselines3.common.policies import ActorCriticCnnPolicy, ActorCriticPolicy, MultiInputActorCriticPolicy
+# that work for TRPOKL (SB3's actor-critic policies with common/policies.py's learn_std option, as sb3_contrib.trpo.policies)
+from sb3_ppo_variants.common.policies import StdActorCriticCnnPolicy, StdActorCriticPolicy, StdMultiInputActorCriticPolicy
 
-MlpPolicy = ActorCriticPolicy
-CnnPolicy = ActorCriticCnnPolicy
-MultiInputPolicy = MultiInputActorCriticPolicy
+MlpPolicy = StdActorCriticPolicy
+CnnPolicy = StdActorCriticCnnPolicy
+MultiInputPolicy = StdMultiInputActorCriticPolicy

@@ -206,6 +206,8 @@ class TRPOKL(ReferenceRollouts, GuardedRollouts, FastPathAlgorithm, MeasuredAlgo
     :param ref_vec_normalize: the reference's observation normalisation: None (the reference sees the policy's
         observations), ``"raw"`` (the raw observations) or a ``VecNormalize`` / the path of one saved with
         ``VecNormalize.save`` (the raw observations normalised with its frozen statistics)
+    :param truncation_as_terminal: treat time-limit truncation as termination: no bootstrap with the value of the
+        terminal observation (which SB3 adds on ``TimeLimit.truncated``); see ``sb3_ppo_variants.common.truncation``
     :param diagnostics: ``"off"`` (sb3-contrib TRPO's keys only, plus ``nonfinite_steps``), ``"basic"``
         (default: the trust-region and shared diagnostics; costs one extra forward pass over the rollout per
         update) or ``"full"`` (adds ``grad_snr``: one extra forward and backward pass per ``batch_size`` chunk
@@ -257,6 +259,7 @@ class TRPOKL(ReferenceRollouts, GuardedRollouts, FastPathAlgorithm, MeasuredAlgo
         ref_kl_estimator: RefKLEstimator = "k1",
         init_from_ref: bool | str = False,
         ref_vec_normalize: RefVecNormalize = None,
+        truncation_as_terminal: bool = False,
         diagnostics: DiagnosticsLevel = "basic",
         fast: bool = True,
         _init_setup_model: bool = True,
@@ -264,6 +267,7 @@ class TRPOKL(ReferenceRollouts, GuardedRollouts, FastPathAlgorithm, MeasuredAlgo
         # every argument validated before anything is built (sb3-contrib only asserts a few)
         check_trpo_arguments(locals())
         check_choice("diagnostics", diagnostics, DIAGNOSTICS_LEVELS)
+        check_bool("truncation_as_terminal", truncation_as_terminal)
         check_bool("fast", fast)
         check_reference_arguments(locals())
         super().__init__(
@@ -297,6 +301,7 @@ class TRPOKL(ReferenceRollouts, GuardedRollouts, FastPathAlgorithm, MeasuredAlgo
         self.diagnostics = diagnostics
         self.fast = fast
         self._init_reference(locals())
+        self.truncation_as_terminal = truncation_as_terminal
         if _init_setup_model:
             self._setup_model()
 

@@ -18,47 +18,85 @@ from typing import Any
 import optuna
 from torch import nn
 
+#: the package's knobs that go into ``policy_kwargs`` (the fixed-std option of ``sb3_ppo_variants.common.policies``)
+_POLICY_KNOBS = ("learn_std", "log_std_init")
+#: PPOKL's adaptive rule -> its explicit thresholds (multiples of kl_target) and factors; "paper": the defaults
+_KL_RULES = {"rllib": dict(kl_min=0.5, kl_max=2.0, kl_factor_up=1.5, kl_factor_down=0.5)}
+
+
+def sample_knobs(trial: optuna.Trial, n_actions: int) -> dict[str, Any]:
+    """
+    The package's knobs that SB3's algorithms lack (raw, before conversion): time-limit truncation as termination,
+    and for continuous actions (``n_actions > 0``, rl-zoo3's convention) a learned or fixed standard deviation and
+    its initial value.
+
+    :param trial: the Optuna trial
+    :param n_actions: the action dimension of a Box action space, 0 otherwise
+    :return: the raw parameters
+    """
+    knobs: dict[str, Any] = {"truncation_as_terminal": trial.suggest_categorical("truncation_as_terminal", [False, True])}
+    if n_actions > 0:
+        knobs["learn_std"] = trial.suggest_categorical("learn_std", [True, False])
+        knobs["log_std_init"] = trial.suggest_float("log_std_init", -2.0, 1.0)
+    return knobs
+
+
+def convert_knobs(hyperparams: dict[str, Any]) -> dict[str, Any]:
+    """
+    :param hyperparams: converted keyword arguments still holding raw knobs (``sample_knobs``, PPOKL's ``kl_rule``)
+    :return: keyword arguments: the policy knobs moved into ``policy_kwargs``, ``kl_rule`` turned into PPOKL's arguments
+    """
+    hyperparams = dict(hyperparams)
+    policy_knobs = {name: hyperparams.pop(name) for name in _POLICY_KNOBS if name in hyperparams}
+    if policy_knobs:
+        hyperparams["policy_kwargs"] = {**hyperparams.get("policy_kwargs", {}), **policy_knobs}
+    rule = _KL_RULES.get(hyperparams.pop("kl_rule", "paper"), {})
+    for name, value in rule.items():
+        hyperparams[name] = value * hyperparams["kl_target"] if name in ("kl_min", "kl_max") else value
+    return hyperparams
+
 
 def convert_onpolicy_params(sampled_params: dict[str, Any]) -> dict[str, Any]:
     """
-    Converter for PPOKL, PPOClip and TRPOKL: rl-zoo3's on-policy converter.
+    Converter for PPOKL, PPOClip and TRPOKL: rl-zoo3's on-policy converter, then ``convert_knobs``.
 
     :param sampled_params: a trial's raw parameters
     :return: keyword arguments
     """
     from rl_zoo3.hyperparams_opt import convert_onpolicy_params as convert
 
-    return convert(sampled_params)
+    return convert_knobs(convert(sampled_params))
 
 
 def sample_ppo_clip_params(trial: optuna.Trial, n_actions: int, n_envs: int, additional_args: dict) -> dict[str, Any]:
     """
-    Sampler for PPOClip (SB3 PPO's maths): rl-zoo3's PPO search space.
+    Sampler for PPOClip (SB3 PPO's maths): rl-zoo3's PPO search space, plus the package's knobs (``sample_knobs``).
 
     :param trial: the Optuna trial
     :return: keyword arguments for PPOClip
     """
     from rl_zoo3.hyperparams_opt import sample_ppo_params
 
-    return sample_ppo_params(trial, n_actions, n_envs, additional_args)
+    return convert_knobs({**sample_ppo_params(trial, n_actions, n_envs, additional_args), **sample_knobs(trial, n_actions)})
 
 
 def sample_trpo_kl_params(trial: optuna.Trial, n_actions: int, n_envs: int, additional_args: dict) -> dict[str, Any]:
     """
-    Sampler for TRPOKL (sb3-contrib TRPO's maths): rl-zoo3's TRPO search space.
+    Sampler for TRPOKL (sb3-contrib TRPO's maths): rl-zoo3's TRPO search space, plus the package's knobs.
 
     :param trial: the Optuna trial
     :return: keyword arguments for TRPOKL
     """
     from rl_zoo3.hyperparams_opt import sample_trpo_params
 
-    return sample_trpo_params(trial, n_actions, n_envs, additional_args)
+    return convert_knobs({**sample_trpo_params(trial, n_actions, n_envs, additional_args), **sample_knobs(trial, n_actions)})
 
 
 def sample_ppo_kl_params(trial: optuna.Trial, n_actions: int, n_envs: int, additional_args: dict) -> dict[str, Any]:
     """
     Sampler for PPOKL: rl-zoo3's PPO search space without ``clip_range`` (pure penalty), plus the
-    penalty's target, the initial beta and the controller.
+    penalty's target, the initial beta, the controller and the adaptive controller's rule (the paper's or RLlib's),
+    plus the package's knobs (``sample_knobs``).
 
     :param trial: the Optuna trial
     :return: keyword arguments for PPOKL
@@ -77,6 +115,8 @@ def sample_ppo_kl_params(trial: optuna.Trial, n_actions: int, n_envs: int, addit
     kl_target = trial.suggest_float("kl_target", 0.001, 0.1, log=True)
     kl_coef = trial.suggest_float("kl_coef", 0.1, 10.0, log=True)
     kl_controller = trial.suggest_categorical("kl_controller", ["adaptive", "fixed", "proportional"])
+    # the adaptive rule: the paper's (d_targ / 1.5, d_targ * 1.5, x2, /2) or RLlib's (d_targ / 2, 2 d_targ, x1.5, x0.5)
+    kl_rule = trial.suggest_categorical("kl_rule", ["paper", "rllib"]) if kl_controller == "adaptive" else "paper"
 
     trial.set_user_attr("gamma", 1 - one_minus_gamma)
     trial.set_user_attr("n_steps", 2**n_steps_pow)
@@ -96,6 +136,8 @@ def sample_ppo_kl_params(trial: optuna.Trial, n_actions: int, n_envs: int, addit
             "kl_target": kl_target,
             "kl_coef": kl_coef,
             "kl_controller": kl_controller,
+            "kl_rule": kl_rule,
+            **sample_knobs(trial, n_actions),
         }
     )
 
