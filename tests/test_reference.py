@@ -199,10 +199,16 @@ def test_reference_sees_its_own_observation_normalisation():
 
 
 @pytest.mark.parametrize(
-    "cls, placement", [(PPOClip, "reward"), (PPOKL, "loss"), (TRPOKL, "reward"), (TRPOKL, "loss")], ids=str
+    "cls, placement",
+    [(PPOClip, "reward"), (PPOKL, "loss"), (TRPOKL, "reward"), (TRPOKL, "loss"), (REINFORCE, "reward"), (REINFORCE, "loss")],
+    ids=str,
 )
 def test_save_load_continue_matches_uninterrupted(cls, placement, tmp_path):
-    """learn(a); save; load; learn(b) == learn(a + b): same beta, same reference weights, same parameters (CPU)."""
+    """
+    learn(a); save; load; learn(b) == learn(a + b): same beta, same reference weights, same parameters (CPU). REINFORCE
+    with one environment: its updates end with an episode, so no unfinished episode is lost by the save (unfinished
+    episodes are not saved with a model).
+    """
     reference = make(cls, seed=1)
     set_constant_policy(reference, [0.5, -0.5])
     reference.save(tmp_path / "reference.zip")
