@@ -26,11 +26,11 @@ install: $(STAMP)
 
 ## The test suite (the command CI runs): unit tests plus the learning tests marked slow
 test: $(STAMP)
-	$(PY) -m pytest -n $(WORKERS) -p no:cacheprovider
+	$(PY) -m pytest -n $(WORKERS) --maxschedchunk 1 -p no:cacheprovider
 
 ## Unit tests only: no learning checks, no subprocesses (rl-zoo3 commands, benchmark scripts)
 test-fast: $(STAMP)
-	$(PY) -m pytest -n $(WORKERS) -p no:cacheprovider -m "not slow and not integration"
+	$(PY) -m pytest -n $(WORKERS) --maxschedchunk 1 -p no:cacheprovider -m "not slow and not integration"
 
 ## Train PPOKL on CartPole-v1 with the unchanged rl-zoo3 command and say where everything is
 demo: $(STAMP)

@@ -21,3 +21,18 @@ def _ray_address_only_for_ray_tests(request, monkeypatch):
     other tests to the Ray head: only the tests marked ``ray`` see it."""
     if request.node.get_closest_marker("ray") is None:
         monkeypatch.delenv("RAY_ADDRESS", raising=False)
+
+
+def pytest_collection_modifyitems(config, items):
+    """
+    The longest tests first: the learning checks that start rl-zoo3 (``slow`` and ``integration``), the other learning
+    checks, the other subprocess tests, then the unit tests (collection order within each group). With pytest-xdist
+    handing out one test at a time (``--maxschedchunk 1`` in the Makefile), the two workers then finish together
+    instead of one running the zoo's learning checks alone at the end.
+    """
+
+    def group(item: pytest.Item) -> int:
+        slow, integration = item.get_closest_marker("slow") is not None, item.get_closest_marker("integration") is not None
+        return 0 if slow and integration else 1 if slow else 2 if integration else 3
+
+    items[:] = sorted(items, key=group)  # stable: the collection order within a group
