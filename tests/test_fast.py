@@ -9,6 +9,8 @@
   identically, callbacks see the same values, the ``train/`` logs are the same.
 """
 
+import copy
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -339,7 +341,17 @@ def test_kernel_reproduces_the_policy_calls():
             th.manual_seed(1)
             assert th.equal(expected_actions, kernel.get_actions(obs))
             assert th.equal(model.policy.predict_values(obs), kernel.value(kernel.features(obs)))
-        actions = expected[0].float() if env_id == "Pendulum-v1" else expected[0]
+            actions = expected[0].float() if env_id == "Pendulum-v1" else expected[0]
+            # the old policy of the diagnostics and of PPOKL's penalty: parameters, log-probabilities, entropy
+            distribution = copy.copy(model.policy.get_distribution(obs))
+            from_kernel = kernel.get_distribution(obs)
+            assert from_kernel is model.policy.action_dist  # as SB3 leaves it
+            for name in ("mean", "stddev", "logits"):
+                if hasattr(distribution.distribution, name) and (env_id == "Pendulum-v1") == (name != "logits"):
+                    assert th.equal(getattr(distribution.distribution, name), getattr(from_kernel.distribution, name))
+            assert th.equal(distribution.log_prob(actions), from_kernel.log_prob(actions))
+            assert th.equal(distribution.entropy(), from_kernel.entropy())
+        assert kernel.mode_independent
         for a, b in zip(model.policy.evaluate_actions(obs, actions), kernel.evaluate_actions(obs, actions), strict=True):
             assert th.equal(a, b)
 

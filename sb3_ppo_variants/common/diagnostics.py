@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch as th
@@ -32,26 +32,34 @@ from stable_baselines3.common.policies import BasePolicy
 from sb3_ppo_variants.common.distributions import DistributionSnapshot, KLEstimator, k3, kl_per_state, resolve_kl_estimator
 from sb3_ppo_variants.common.guards import NonFiniteGuard
 
+if TYPE_CHECKING:
+    from sb3_ppo_variants.common.fast import PolicyKernel
+
 DiagnosticsLevel = Literal["off", "basic", "full"]
 DIAGNOSTICS_LEVELS: tuple[DiagnosticsLevel, ...] = ("off", "basic", "full")
 Observations = th.Tensor | dict[str, th.Tensor]
 
 
 @contextmanager
-def measuring(policy: BasePolicy, no_grad: bool = True) -> Iterator[None]:
+def measuring(policy: BasePolicy, no_grad: bool = True, eval_mode: bool = True) -> Iterator[None]:
     """
     Run a measurement on the policy without touching what is learned: eval mode (restored on exit), no gradient
     (unless the measurement differentiates, ``no_grad=False``; it must not touch ``.grad`` then), and PyTorch's
     random state restored on exit (also on the policy's CUDA device).
+
+    :param eval_mode: False: leave the mode alone, for a forward pass that does not depend on it (a ``PolicyKernel``
+        with ``mode_independent``: switching every module's mode twice costs more than its forward pass on CartPole)
     """
     was_training = policy.training
     devices = [policy.device] if policy.device.type == "cuda" else []
-    policy.set_training_mode(False)
+    if eval_mode:
+        policy.set_training_mode(False)
     try:
         with th.set_grad_enabled(not no_grad), th.random.fork_rng(devices=devices):
             yield
     finally:
-        policy.set_training_mode(was_training)
+        if eval_mode:
+            policy.set_training_mode(was_training)
 
 
 @dataclass
@@ -81,6 +89,8 @@ class OldPolicy:
     :param actions: the batch actions, in the form the policy's ``log_prob`` takes
     :param log_prob: log pi_old(a|s) of those actions (the rollout's), or None to compute it here
     :param kl_method: ``"analytic"`` or ``"sample"`` (see ``resolve_kl_estimator``)
+    :param kernel: the fast path's ``PolicyKernel`` of the policy, or None: its ``get_distribution`` (the same values
+        as the policy's, with less overhead) then runs the forward passes, here and in ``measure``
     """
 
     def __init__(
@@ -90,14 +100,16 @@ class OldPolicy:
         actions: th.Tensor,
         log_prob: th.Tensor | None,
         kl_method: Literal["analytic", "sample"],
+        kernel: PolicyKernel | None = None,
     ) -> None:
         self.observations = observations
         self.actions = actions
         self.distributions: DistributionSnapshot | None = None
         self.distribution: Distribution | None = None
+        self.kernel = kernel
         if kl_method == "analytic" or log_prob is None:
-            with measuring(policy):
-                distribution = policy.get_distribution(observations)  # type: ignore[operator]
+            with self._measuring(policy):
+                distribution = self._get_distribution(policy, observations)
                 if kl_method == "analytic":
                     self.distributions = DistributionSnapshot.from_distribution(distribution)
                     self.distribution = copy.copy(distribution)
@@ -109,10 +121,18 @@ class OldPolicy:
         """:return: the old policy's distributions on a minibatch (None with the sample-based KL)"""
         return self.distributions[indices] if self.distributions is not None else None
 
+    def _measuring(self, policy: BasePolicy) -> AbstractContextManager[None]:
+        return measuring(policy, eval_mode=self.kernel is None or not self.kernel.mode_independent)
+
+    def _get_distribution(self, policy: BasePolicy, observations: Observations) -> Distribution:
+        if self.kernel is not None:
+            return self.kernel.get_distribution(observations)  # type: ignore[arg-type]
+        return policy.get_distribution(observations)  # type: ignore[operator]
+
     def measure(self, policy: BasePolicy) -> PolicyChange:
         """:return: how far ``policy`` (after the update) moved from the old policy on the batch"""
-        with measuring(policy):
-            distribution = policy.get_distribution(self.observations)  # type: ignore[operator]
+        with self._measuring(policy):
+            distribution = self._get_distribution(policy, self.observations)
             log_ratio = distribution.log_prob(self.actions) - self.log_prob
             kl = kl_per_state(self.distributions, distribution, log_ratio)
             return PolicyChange(kl, log_ratio, copy.copy(distribution))

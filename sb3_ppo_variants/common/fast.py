@@ -49,6 +49,7 @@ from stable_baselines3.common.distributions import (
     DiagGaussianDistribution,
     MultiCategoricalDistribution,
 )
+from stable_baselines3.common.distributions import Distribution as SB3Distribution
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
 from stable_baselines3.common.preprocessing import is_image_space
@@ -153,6 +154,9 @@ class PolicyKernel:
         self._action_net: tuple[th.Tensor, th.Tensor] = (policy.action_net.weight, policy.action_net.bias)  # type: ignore[assignment]
         self._value_net: tuple[th.Tensor, th.Tensor] = (policy.value_net.weight, policy.value_net.bias)
         self._log_std: th.Tensor | None = getattr(policy, "log_std", None)
+        #: the forward passes do not depend on the modules' train/eval mode (linear layers and tanh / ReLU only)
+        layers = self._actor + self._critic
+        self.mode_independent = all(type(layer) is tuple or layer in (th.tanh, th.relu) for layer in layers)
         self._std_cache: tuple[tuple[Any, ...], tuple[th.Tensor, th.Tensor, th.Tensor]] | None = None
 
     @staticmethod
@@ -322,6 +326,12 @@ class PolicyKernel:
         actions, parameters = self.sample(output)
         log_prob = self.log_prob(output, parameters, actions)
         return actions.reshape((-1, *self.action_shape)), values, log_prob
+
+    def get_distribution(self, obs: th.Tensor) -> SB3Distribution:
+        """``policy.get_distribution(obs)``: the policy's ``action_dist``, its distribution set (as SB3 leaves it)"""
+        output = self.actor_output(self.features(obs))
+        self.action_dist.distribution = self.torch_distribution(output, self._parameters(output))  # type: ignore[attr-defined]
+        return self.action_dist
 
     def get_actions(self, obs: th.Tensor) -> th.Tensor:
         """``policy.get_distribution(obs).get_actions()``"""
@@ -546,6 +556,8 @@ class StandardUpdate:
         self.policy = policy
         self.optimizer: th.optim.Optimizer = policy.optimizer if optimizer is None else optimizer
         self._raw: th.Tensor | None = None
+        #: the fast path's forward passes (None: the policy's own)
+        self.kernel: PolicyKernel | None = None
 
     def begin(self) -> None:
         pass

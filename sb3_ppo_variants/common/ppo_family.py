@@ -33,7 +33,7 @@ from sb3_ppo_variants.common.diagnostics import (
     record_means,
 )
 from sb3_ppo_variants.common.distributions import KLEstimator
-from sb3_ppo_variants.common.fast import FastPathAlgorithm
+from sb3_ppo_variants.common.fast import FastPathAlgorithm, PolicyKernel
 from sb3_ppo_variants.common.guards import GuardedRollouts
 from sb3_ppo_variants.common.reference import ReferenceRollouts
 
@@ -109,8 +109,12 @@ class InstrumentedPPO(ReferenceRollouts, GuardedRollouts, FastPathAlgorithm, Mea
         """:return: the clip range of this update, None when clipping is off"""
         return None if self.clip_range is None else self.clip_range(self._current_progress_remaining)  # type: ignore[operator]
 
-    def _old_policy(self) -> OldPolicy | None:
-        """The policy before the update on every rollout state, when the loss or the diagnostics need it."""
+    def _old_policy(self, kernel: PolicyKernel | None = None) -> OldPolicy | None:
+        """
+        The policy before the update on every rollout state, when the loss or the diagnostics need it.
+
+        :param kernel: the fast path's kernel for the forward passes (None: the policy's)
+        """
         if not (self._measurement.enabled or self._policy_loss_uses_old_policy):
             return None
         buffer = self.rollout_buffer
@@ -118,7 +122,7 @@ class InstrumentedPPO(ReferenceRollouts, GuardedRollouts, FastPathAlgorithm, Mea
         # as SB3's _get_samples gives them: float32 (the buffer keeps the action space's dtype)
         actions = policy_actions(buffer.to_torch(buffer.actions.astype(np.float32, copy=False)), self.action_space)
         log_prob = buffer.to_torch(buffer.log_probs).flatten()
-        return OldPolicy(self.policy, observations, actions, log_prob, self._kl_method)
+        return OldPolicy(self.policy, observations, actions, log_prob, self._kl_method, kernel)
 
     # ----- the update ----------------------------------------------------------------------------
 
@@ -141,10 +145,10 @@ class InstrumentedPPO(ReferenceRollouts, GuardedRollouts, FastPathAlgorithm, Mea
         pg_losses, value_losses = [], []
         losses, approx_kl_divs = [], []
         policy_loss_terms: list[dict[str, th.Tensor]] = []
-        old_policy = self._old_policy()
-        self._measurement.begin_update()
         # SB3's minibatches, forward pass and optimisation step, or the fast path's (the same arithmetic)
         steps = self._update_steps()
+        old_policy = self._old_policy(steps.kernel)
+        self._measurement.begin_update()
         steps.begin()
 
         continue_training = True

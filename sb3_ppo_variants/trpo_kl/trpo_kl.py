@@ -420,7 +420,8 @@ class TRPOKL(ReferenceRollouts, GuardedRollouts, FastPathAlgorithm, MeasuredAlgo
         """The policy before the step on the (sub-sampled) rollout, when diagnostics are on."""
         if not self._measurement.enabled:
             return None
-        return OldPolicy(self.policy, rollout_data.observations, actions, rollout_data.old_log_prob, self._kl_method)
+        observations, old_log_prob = rollout_data.observations, rollout_data.old_log_prob
+        return OldPolicy(self.policy, observations, actions, old_log_prob, self._kl_method, self._kernel())
 
     def _chunked_gradient_snr(
         self, actor_params: list[nn.Parameter], rollout_data: Samples, actions: th.Tensor, advantages: th.Tensor
