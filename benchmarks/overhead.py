@@ -148,7 +148,7 @@ def markdown(rows: list[dict]) -> str:
 def write_report(result: dict, out_dir: Path) -> str:
     """Write ``results.md`` from the content of ``results.json``; :return: its table"""
     table = markdown(result["rows"])
-    (out_dir / "results.md").write_text(f"Command: `{result['command']}`\n\n{table}\n")
+    (out_dir / "results.md").write_text(f"{paired.commands_text(result)}\n\n{table}\n")
     return table
 
 

@@ -249,6 +249,34 @@ class PairedExperiment:
     packages: tuple[str, ...] = ()
 
 
+def merge_environments(previous: dict[str, Any], new: dict[str, Any], envs: list[str]) -> dict[str, Any]:
+    """
+    A measurement of some environments (``--env``) merged into the stored results: its rows replace those of the same
+    environments, the other environments' rows stay, each with the command that measured it (``commands``, by
+    environment). Results of another protocol (repetitions, rounds) are replaced whole.
+
+    :return: the merged content of ``results.json``
+    """
+    same_protocol = all(previous.get(key) == new.get(key) for key in ("repetitions", "rounds"))
+    if not same_protocol or "rows" not in previous:
+        return new
+    kept = [row for row in previous["rows"] if row["env"] not in envs]
+    commands = previous.get("commands") or {row["env"]: previous["command"] for row in previous["rows"]}
+    commands = {env: command for env, command in commands.items() if env not in envs} | dict.fromkeys(envs, new["command"])
+    order = list(dict.fromkeys([*(row["env"] for row in previous["rows"]), *envs]))
+    rows = sorted([*kept, *new["rows"]], key=lambda row: order.index(row["env"]))  # stable: the rows' order within an env
+    notes = list(dict.fromkeys([*previous.get("notes", []), *new.get("notes", [])]))
+    return {**new, "commands": {env: commands[env] for env in order if env in commands}, "rows": rows, "notes": notes}
+
+
+def commands_text(result: dict[str, Any]) -> str:
+    """:return: the report's first line: the command, or the command of each environment after a partial rerun"""
+    commands = result.get("commands") or {}
+    if len(set(commands.values())) <= 1:
+        return f"Command: `{result['command']}`"
+    return "Commands: " + "; ".join(f"{env}: `{command}`" for env, command in commands.items())
+
+
 def main(experiment: PairedExperiment, argv: list[str] | None = None) -> Path:
     """
     The command line of a paired measurement: measure (unless ``--report-only``), then report.
@@ -273,6 +301,8 @@ def main(experiment: PairedExperiment, argv: list[str] | None = None) -> Path:
         out_dir.mkdir(parents=True, exist_ok=True)
         versions = software_versions(experiment.packages)
         result = {"command": command_line(experiment.name, argv), "versions": versions, **measured}
+        if args.env and path.exists():
+            result = merge_environments(json.loads(path.read_text()), result, envs)
         path.write_text(json.dumps(result, indent=2) + "\n")
         if experiment.write_figures is not None:
             experiment.write_figures(json.loads(path.read_text()), out_dir)

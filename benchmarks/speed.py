@@ -71,6 +71,7 @@ from benchmarks.paired import (
     accepted,
     cell,
     clock_summaries,
+    commands_text,
     run_repetition,
     throughput_ratio,
     training,
@@ -371,7 +372,7 @@ def plot(result: dict, out_dir: Path) -> None:
 def write_report(result: dict, out_dir: Path) -> str:
     """Write ``results.md`` from the content of ``results.json``; :return: its text"""
     text = markdown(result)
-    (out_dir / "results.md").write_text(f"Command: `{result['command']}`\n\n{text}\n")
+    (out_dir / "results.md").write_text(f"{commands_text(result)}\n\n{text}\n")
     return text
 
 

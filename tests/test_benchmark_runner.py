@@ -138,6 +138,28 @@ def test_paired_ratios_and_summaries():
     assert list(summaries) == list(paired.CLOCKS) and summaries["cpu"] == (3.0, [2.5, 3.5], [2.0, 4.0])
 
 
+def test_a_rerun_of_one_environment_replaces_only_its_rows():
+    def result(command: str, rows: list[tuple[str, str]], repetitions: int = 8) -> dict:
+        rows_ = [{"env": env, "row": row} for env, row in rows]
+        return {"command": command, "repetitions": repetitions, "rounds": 4, "notes": [], "rows": rows_}
+
+    previous = result("all", [("A", "x"), ("A", "y"), ("B", "x"), ("B", "y")])
+    merged = paired.merge_environments(previous, result("only A", [("A", "x2"), ("A", "y2")]), ["A"])
+    assert [(row["env"], row["row"]) for row in merged["rows"]] == [("A", "x2"), ("A", "y2"), ("B", "x"), ("B", "y")]
+    assert merged["commands"] == {"A": "only A", "B": "all"}
+    assert paired.commands_text(merged) == "Commands: A: `only A`; B: `all`"
+    # again, for B: both now measured by their own commands, the order of the environments kept
+    merged = paired.merge_environments(merged, result("only B", [("B", "x3")]), ["B"])
+    assert [row["row"] for row in merged["rows"]] == ["x2", "y2", "x3"] and merged["commands"] == {
+        "A": "only A",
+        "B": "only B",
+    }
+    # another protocol: nothing is merged
+    other = result("A, 2 repetitions", [("A", "z")], repetitions=2)
+    assert paired.merge_environments(previous, other, ["A"]) == other
+    assert paired.commands_text(previous) == "Command: `all`"
+
+
 class _Recorder:
     def __init__(self, label: str, log: list[str]) -> None:
         self.label, self.log = label, log

@@ -7,7 +7,6 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch as th
-import yaml
 from gymnasium import spaces
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
@@ -18,7 +17,6 @@ from stable_baselines3.common.envs import (
     IdentityEnvMultiDiscrete,
     SimpleMultiObsEnv,
 )
-from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
@@ -35,7 +33,6 @@ from sb3_ppo_variants.reinforce.baselines import (
     value_parameters,
 )
 from sb3_ppo_variants.reinforce.episodes import Episode, EpisodeBatch, EpisodeBuffer
-from sb3_ppo_variants.zoo import hyperparams_file
 from tests.helpers import learn_and_read_logs, policy_params, silent_logger
 
 FAST = dict(n_steps=64, policy_kwargs=dict(net_arch=[16]), seed=0)
@@ -440,19 +437,6 @@ def test_callback_can_stop_collection():
     model = REINFORCE("MlpPolicy", "CartPole-v1", **FAST)
     model.learn(1000, callback=Stop())
     assert model.num_timesteps == 10 and model._n_updates == 0
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("seed", [0])
-def test_cartpole_learns_with_the_shipped_hyperparameters(seed):
-    hyperparams = yaml.safe_load(hyperparams_file("reinforce").read_text())["CartPole-v1"]
-    hyperparams = dict(hyperparams)
-    n_envs, n_timesteps, policy = hyperparams.pop("n_envs"), int(hyperparams.pop("n_timesteps")), hyperparams.pop("policy")
-    model = REINFORCE(policy, make_vec_env("CartPole-v1", n_envs=n_envs, seed=seed), seed=seed, **hyperparams)
-    model.learn(n_timesteps)
-    assert model.num_timesteps <= n_timesteps + 4000 + 500 * n_envs
-    mean_return, _ = evaluate_policy(model, make_vec_env("CartPole-v1", n_envs=1, seed=seed + 1000), n_eval_episodes=10)
-    assert mean_return >= 475
 
 
 class FirstRewardEnv(gym.Env):

@@ -188,6 +188,14 @@ def test_optimize_with_sqlite_storage_then_enjoy(tmp_path):
 def test_unchanged_zoo_train_reaches_475_on_cartpole(tmp_path, algo):
     run(["-m", "rl_zoo3.train", "--algo", algo, "--env", "CartPole-v1", "--seed", "0", "-f", "logs"], cwd=tmp_path)
     assert last_evaluation(tmp_path / "logs", algo, "CartPole-v1") >= 475
+    # the budget is kept: the last update starts below it and collects at most one batch (REINFORCE: whole episodes, at
+    # most 500 steps each, are finished beyond its n_steps, and with "sync" run to their end)
+    entry = yaml.safe_load(hyperparams_file(algo).read_text())["CartPole-v1"]
+    (run_dir,) = sorted((tmp_path / "logs" / algo).glob("CartPole-v1_*"))
+    num_timesteps = algorithm_class(algo).load(run_dir / "CartPole-v1.zip").num_timesteps
+    n_envs, budget = entry.get("n_envs", 1), int(entry["n_timesteps"])
+    batch = entry["n_steps"] + 2 * 500 * n_envs if algo == "reinforce" else entry.get("n_steps", 2048) * n_envs
+    assert budget <= num_timesteps < budget + batch
     # and the trained agent plays with the unchanged enjoy command
     result = run(
         ["-m", "rl_zoo3.enjoy", "--algo", algo, "--env", "CartPole-v1", "-f", "logs", "-n", "600", "--no-render"], cwd=tmp_path
