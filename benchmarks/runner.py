@@ -4,7 +4,9 @@ An experiment is a list of :class:`RunSpec` (algorithm, environment, seed, keywo
 trains them in parallel worker processes (up to the core count, one torch thread each), shows a progress bar and
 writes each run's result to ``<output>/runs/<run_id>.json`` as soon as that run ends. A run whose file exists is
 skipped, so an interrupted suite resumes where it stopped. Seeds are fixed by the specs; ``manifest.json`` records the
-command, the software versions and every spec.
+command, the software versions and every spec. A profile's ``reuse`` (folders under ``benchmarks/results``, e.g.
+``["surrogates/medium"]``) names other profiles or experiments whose finished identical runs (same run id, same spec
+but for labels and record keys, every wanted key recorded) are copied instead of being run again.
 
 A run's JSON holds its spec, the wall time, every finished training episode as ``[timestep, return, length]``
 (the Monitor wrapper's undiscounted return, before any normalisation), optionally logger values recorded once per
@@ -45,6 +47,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.common import (
+    RESULTS,
     ZOO_ONLY_KEYS,
     command_line,
     experiment_parser,
@@ -61,6 +64,21 @@ PEERS = {
     "trpo": ("sb3_contrib", "TRPO", "sb3-contrib"),
 }
 RANDOM = "random"  # a uniform-random policy: ``steps`` is then the number of episodes
+#: the package's diagnostics (docs/diagnostics.md) that the experiments record once per update; a key an algorithm
+#: does not log (``kl_coef`` outside PPOKL, ``clip_fraction`` without a clip range) is recorded as an empty list
+DIAGNOSTIC_KEYS = (
+    "train/policy_kl",
+    "train/approx_kl",
+    "train/kl_coef",
+    "train/std",
+    "train/ratio_mean",
+    "train/ratio_std",
+    "train/ratio_min",
+    "train/ratio_max",
+    "train/ess",
+    "train/grad_norm",
+    "train/clip_fraction",
+)
 
 
 @dataclass
@@ -100,6 +118,11 @@ class RunSpec:
 def _jsonable(value: Any) -> Any:
     """Classes and callables by name (``nn.Tanh`` -> ``"Tanh"``), anything else by ``repr``."""
     return getattr(value, "__name__", repr(value))
+
+
+def spec_dict(spec: RunSpec) -> dict[str, Any]:
+    """:return: ``spec`` in JSON types, as the records and the manifest store it"""
+    return json.loads(json.dumps(asdict(spec), default=_jsonable))
 
 
 def algorithm_class(algo: str) -> type:
@@ -246,7 +269,7 @@ def compute_record(spec: RunSpec) -> dict[str, Any]:
     else:
         result = _train(spec)
     return {
-        "spec": json.loads(json.dumps(asdict(spec), default=_jsonable)),
+        "spec": spec_dict(spec),
         "wall_time_s": round(time.perf_counter() - start, 3),
         "finished_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         **result,
@@ -366,12 +389,52 @@ def _run_ray(
             ray.shutdown()
 
 
+def reusable(spec: dict[str, Any], record: dict[str, Any]) -> bool:
+    """
+    Whether a finished record of another experiment or profile can stand for the run of ``spec``: the same run in
+    every field but ``record_keys`` and ``labels`` (which change nothing in the training), and every key of ``spec``'s
+    ``record_keys`` recorded by it.
+
+    :param spec: the run, in JSON types (:func:`spec_dict`)
+    :param record: the content of a ``<run_id>.json``
+    """
+    ignored = ("record_keys", "labels")
+    same = {k: v for k, v in record["spec"].items() if k not in ignored} == {k: v for k, v in spec.items() if k not in ignored}
+    return same and set(spec["record_keys"]) <= set(record["spec"].get("record_keys", ()))
+
+
+def reuse_records(specs: list[RunSpec], run_dir: Path, sources: Iterable[Path]) -> list[str]:
+    """
+    Copy into ``run_dir`` the finished runs of ``specs`` found in other run folders (the first :func:`reusable`
+    record of the same run id), instead of running them again: each copy gets ``spec`` (its labels and record keys
+    are this experiment's; keys recorded beyond them are kept) and ``reused_from`` (the file it was copied from).
+    Runs already in ``run_dir`` are left as they are.
+
+    :param sources: run folders (``<results>/runs``) of other profiles or experiments; missing ones are skipped
+    :return: the ids of the copied runs
+    """
+    sources = [Path(source) for source in sources if Path(source).resolve() != Path(run_dir).resolve()]
+    copied = []
+    for spec in specs:
+        if (Path(run_dir) / f"{spec.run_id}.json").exists():
+            continue
+        wanted = spec_dict(spec)
+        for source in sources:
+            path = source / f"{spec.run_id}.json"
+            record = json.loads(path.read_text()) if path.exists() else None
+            if record is not None and reusable(wanted, record):
+                copied.append(write_record({**record, "spec": wanted, "reused_from": str(path)}, run_dir))
+                break
+    return copied
+
+
 def run_all(
     specs: list[RunSpec],
     run_dir: Path,
     workers: int | None = None,
     desc: str = "runs",
     ray_address: str | None = None,
+    reuse_from: Iterable[Path] = (),
 ) -> list[str]:
     """
     Run every spec whose result file does not exist yet, ``workers`` at a time (default: the core count; on Ray, as
@@ -379,12 +442,18 @@ def run_all(
 
     :param ray_address: dispatch the runs to the Ray cluster at this address (see :func:`ray_address`) instead of
         local worker processes; the records come back here, where they are written
+    :param reuse_from: run folders of other profiles or experiments whose finished identical runs are copied instead
+        of being run (:func:`reuse_records`)
     :return: the ids of the runs computed by this call
     """
     ids = [spec.run_id for spec in specs]
     if len(set(ids)) != len(ids):
         raise ValueError("run ids must be unique")
     run_dir.mkdir(parents=True, exist_ok=True)
+    reuse_from = list(reuse_from)
+    reused = reuse_records(specs, run_dir, reuse_from)
+    if reused:
+        print(f"{len(reused)} finished runs copied from {', '.join(map(str, reuse_from))}", file=sys.stderr)
     todo = [spec for spec in specs if not (run_dir / f"{spec.run_id}.json").exists()]
     failures: list[str] = []
     from tqdm import tqdm
@@ -420,7 +489,7 @@ def write_manifest(
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "manifest.json"
     previous = json.loads(path.read_text()) if path.exists() else {}
-    new_specs = [json.loads(json.dumps(asdict(spec), default=_jsonable)) for spec in specs]
+    new_specs = [spec_dict(spec) for spec in specs]
     if refresh and previous:
         replaced = {spec["run_id"] for spec in new_specs}
         new_specs = [*(spec for spec in previous.get("specs", []) if spec["run_id"] not in replaced), *new_specs]
@@ -662,7 +731,14 @@ def main(experiment: Experiment, argv: list[str] | None = None) -> Path:
             refresh=only is not None,
             executor=executor(address),
         )
-        run_all(specs, out_dir / "runs", workers=args.workers, desc=f"{experiment.name}/{name}", ray_address=address)
+        run_all(
+            specs,
+            out_dir / "runs",
+            workers=args.workers,
+            desc=f"{experiment.name}/{name}",
+            ray_address=address,
+            reuse_from=[RESULTS / folder / "runs" for folder in profile.get("reuse", ())],
+        )
         if only is not None:
             refresh_cells(experiment, out_dir, profile, only)
             print(report(experiment, out_dir, profile, from_runs=False))

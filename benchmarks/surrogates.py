@@ -25,7 +25,16 @@ and stored as runs ``random-<env>``) and the best of the paper's 11 settings (hi
 1. The extra rows (TRPOKL, REINFORCE) are normalised with the same constants (they can exceed 1). Aggregates are
 rliable's interquartile mean (IQM) and mean over all (seed, environment) scores with 95% stratified bootstrap CIs.
 
+A profile may run a subset of the rows (its ``rows``): then the completeness checks are over its rows, and "best" is
+the best of the paper's rows present in the profile. The ``medium`` profile has 3 of the paper's 11 rows (no clipping,
+clipping eps = 0.2, adaptive KL d_targ = 0.01) plus TRPOKL, so its normaliser differs from the paper's: its normalised
+scores compare row to row within the profile, and the comparison to the paper's Table 1 is by the ordering of the rows
+and by the raw scores. The ``medium`` and ``full`` profiles record the package's diagnostics once per update
+(``runner.DIAGNOSTIC_KEYS``), and each reuses the other's finished runs: the medium runs are the full profile's seeds 0
+and 1 of those four rows, with the same run ids and specs (``runner.reuse_records``).
+
     python -m benchmarks.surrogates --profile quick        # the committed results (see PROFILES)
+    python -m benchmarks.surrogates --profile medium       # 7 tasks x 1M steps x 2 seeds, 4 rows, diagnostics (56 runs)
     python -m benchmarks.surrogates --profile full         # the paper's protocol: 7 tasks x 1M steps x 3 seeds (days here)
     python -m benchmarks.surrogates --smoke                # CI smoke test (seconds)
     python -m benchmarks.surrogates --profile quick --report-only   # the report from the stored results
@@ -43,7 +52,15 @@ from typing import Any
 import numpy as np
 
 from benchmarks import runner
-from benchmarks.runner import RANDOM, RunSpec, curve, final_score, interval_estimates, plot_performance_profiles
+from benchmarks.runner import (
+    DIAGNOSTIC_KEYS,
+    RANDOM,
+    RunSpec,
+    curve,
+    final_score,
+    interval_estimates,
+    plot_performance_profiles,
+)
 
 PAPER_ENVS = [
     "HalfCheetah-v5",
@@ -54,9 +71,30 @@ PAPER_ENVS = [
     "Swimmer-v5",
     "Walker2d-v5",
 ]
+#: the rows of the ``medium`` profile: the issue's comparison (clip 0.2 and adaptive KL 0.01 against no clipping) and TRPOKL
+MEDIUM_ROWS = ["no clipping or penalty", "clipping, eps = 0.2", "adaptive KL, d_targ = 0.01", "TRPOKL (target_kl = 0.01)"]
 PROFILES = {
-    # the paper's protocol
-    "full": {"envs": PAPER_ENVS, "seeds": [0, 1, 2], "steps": 1_000_000, "random_episodes": 100, "overrides": {}},
+    # the paper's protocol; the diagnostics recorded, the medium profile's finished runs reused
+    "full": {
+        "envs": PAPER_ENVS,
+        "seeds": [0, 1, 2],
+        "steps": 1_000_000,
+        "random_episodes": 100,
+        "overrides": {},
+        "record_keys": list(DIAGNOSTIC_KEYS),
+        "reuse": ["surrogates/medium"],
+    },
+    # the paper's protocol for 4 rows and 2 seeds: the same runs as the full profile's (either reuses the other's)
+    "medium": {
+        "envs": PAPER_ENVS,
+        "seeds": [0, 1],
+        "steps": 1_000_000,
+        "random_episodes": 100,
+        "overrides": {},
+        "rows": MEDIUM_ROWS,
+        "record_keys": list(DIAGNOSTIC_KEYS),
+        "reuse": ["surrogates/full"],
+    },
     # two tasks that PPO learns within the budget (the inverted pendulums) and one where 20 updates are early
     # training (Hopper); 78 runs of 40,960 steps (20 updates), 2 workers. Far from converged on Hopper (the paper:
     # 1M steps): there it is an early-training comparison. Measured wall time: see results.md.
@@ -133,6 +171,18 @@ def row_kwargs(algo: str, extra: dict, overrides: dict) -> dict:
     return kwargs
 
 
+def profile_rows(profile: dict[str, Any]) -> list[tuple[str, str, dict, float | None]]:
+    """:return: the rows of ``ROWS`` the profile runs (its ``rows``, in the order of ``ROWS``; all without it)"""
+    names = profile.get("rows", [name for name, *_ in ROWS])
+    unknown = set(names) - {name for name, *_ in ROWS}
+    if unknown:
+        raise ValueError(f"unknown rows {sorted(unknown)}: the rows are named in ROWS")
+    rows = [row for row in ROWS if row[0] in names]
+    if not any(row in PAPER_ROWS for row in rows):
+        raise ValueError("a profile needs at least one of the paper's rows: the best of them normalises the scores")
+    return rows
+
+
 def make_specs(profile: dict) -> list[RunSpec]:
     specs = [
         RunSpec(f"random-{env_id}", RANDOM, env_id, seed=0, steps=profile["random_episodes"], labels={"row": "random"})
@@ -141,7 +191,7 @@ def make_specs(profile: dict) -> list[RunSpec]:
     # seed-major: an interrupted suite leaves complete seeds (every row, every environment) behind
     for seed in profile["seeds"]:
         for env_id in profile["envs"]:
-            for name, algo, extra, _ in ROWS:
+            for name, algo, extra, _ in profile_rows(profile):
                 specs.append(
                     RunSpec(
                         run_id=f"{slug(name)}-{env_id}-s{seed}",
@@ -151,6 +201,7 @@ def make_specs(profile: dict) -> list[RunSpec]:
                         steps=profile["steps"],
                         kwargs=row_kwargs(algo, extra, profile["overrides"]),
                         normalize=dict(NORMALIZE),
+                        record_keys=tuple(profile.get("record_keys", ())),
                         labels={"row": name},
                     )
                 )
@@ -183,6 +234,7 @@ def score_matrices(
 def summarise(runs: dict[str, dict], profile: dict[str, Any]) -> dict[str, Any]:
     """:return: the content of ``results.json``: normalised scores, their rliable estimates, the acceptance checks"""
     reps = profile.get("bootstrap_reps", BOOTSTRAP_REPS)
+    rows_run = [name for name, *_ in profile_rows(profile)]
     envs = [env for env in profile["envs"] if f"random-{env}" in runs]
     random_scores = {env: float(np.mean([e[1] for e in runs[f"random-{env}"]["episodes"]])) for env in envs}
     scored: dict[tuple[str, str, int], float] = {}
@@ -191,11 +243,11 @@ def summarise(runs: dict[str, dict], profile: dict[str, Any]) -> dict[str, Any]:
         if spec["labels"]["row"] != "random" and spec["env_id"] in envs:
             scored[(spec["labels"]["row"], spec["env_id"], spec["seed"])] = final_score(run)
     # per env, the seeds whose runs (every row) are all present: an interrupted suite reports on what is complete
-    env_seeds = {env: [s for s in profile["seeds"] if all((name, env, s) in scored for name, *_ in ROWS)] for env in envs}
+    env_seeds = {env: [s for s in profile["seeds"] if all((name, env, s) in scored for name in rows_run)] for env in envs}
     envs = [env for env in envs if env_seeds[env]]
     seeds = [s for s in profile["seeds"] if envs and all(s in env_seeds[env] for env in envs)]  # common to every env
-    raw = {name: {env: [scored[(name, env, s)] for s in env_seeds[env]] for env in envs} for name, *_ in ROWS}
-    paper_names = [name for name, *_ in PAPER_ROWS]
+    raw = {name: {env: [scored[(name, env, s)] for s in env_seeds[env]] for env in envs} for name in rows_run}
+    paper_names = [name for name, *_ in PAPER_ROWS if name in rows_run]
     best = {env: max(float(np.mean(raw[name][env])) for name in paper_names) for env in envs}
     best_row = {env: max(paper_names, key=lambda n, e=env: float(np.mean(raw[n][e]))) for env in envs}
     normalised = normalised_scores(raw, random_scores, best) if envs else {}
@@ -221,10 +273,13 @@ def summarise(runs: dict[str, dict], profile: dict[str, Any]) -> dict[str, Any]:
             }
         )
     checks = {}
-    targets = ("clipping, eps = 0.2", "adaptive KL, d_targ = 0.01")
+    # the issue's acceptance: clipping 0.2 and adaptive KL 0.01 above no clipping (the rows the profile has)
+    targets = [name for name in ("clipping, eps = 0.2", "adaptive KL, d_targ = 0.01") if name in rows_run]
+    if "no clipping or penalty" not in rows_run:
+        targets = []
     if len(seeds) >= 2:
-        base = estimates["no clipping or penalty"]
         for name in targets:
+            base = estimates["no clipping or penalty"]
             checks[f"{name} (aggregate)"] = {
                 "iqm_ci_above_no_clipping": estimates[name]["iqm_ci"][0] > base["iqm_ci"][1],
                 "mean_ci_above_no_clipping": estimates[name]["mean_ci"][0] > base["mean_ci"][1],
@@ -243,12 +298,44 @@ def summarise(runs: dict[str, dict], profile: dict[str, Any]) -> dict[str, Any]:
         "random_how": f"uniform-random actions (action_space.sample(), seed 0), {profile['random_episodes']} episodes per env",
         "best_scores": best,
         "best_rows": best_row,
-        "best_how": "highest mean score over seeds among the paper's 11 settings, per env",
+        "best_how": "highest mean score over seeds among the paper's 11 settings, per env"
+        if len(paper_names) == len(PAPER_ROWS)
+        else f"highest mean score over seeds among the paper's settings in this profile ({len(paper_names)} of "
+        f"{len(PAPER_ROWS)}: {', '.join(paper_names)}), per env",
         "bootstrap_reps": reps,
         "compute_seconds": round(sum(float(run.get("wall_time_s", 0.0)) for run in runs.values()), 1),
         "rows": rows,
         "checks": checks,
+        **({"diagnostics": diagnostics(runs, rows_run, env_seeds)} if profile.get("record_keys") else {}),
     }
+
+
+def diagnostics(runs: dict[str, dict], names: list[str], env_seeds: dict[str, list[int]]) -> dict[str, Any]:
+    """:return: key -> row -> env -> per complete seed, the median over the run's updates of the recorded diagnostic
+    (NaN where the algorithm does not log the key)"""
+    by_cell = {
+        (run["spec"]["labels"]["row"], run["spec"]["env_id"], run["spec"]["seed"]): run.get("records", {})
+        for run in runs.values()
+    }
+    keys = sorted({key for records in by_cell.values() for key in records}, key=_key_order)
+    table: dict[str, Any] = {}
+    for key in keys:
+        table[key] = {
+            name: {
+                env: [_median_value(by_cell[(name, env, s)].get(key, [])) for s in seeds] for env, seeds in env_seeds.items()
+            }
+            for name in names
+        }
+    return table
+
+
+def _key_order(key: str) -> tuple[int, str]:
+    return (DIAGNOSTIC_KEYS.index(key), key) if key in DIAGNOSTIC_KEYS else (len(DIAGNOSTIC_KEYS), key)
+
+
+def _median_value(record: list[list[float]]) -> float:
+    values = np.asarray(record, dtype=float).reshape(-1, 2)[:, 1]
+    return float(np.median(values)) if len(values) else float("nan")
 
 
 def reported_envs(result: dict[str, Any]) -> list[str]:
@@ -285,15 +372,21 @@ def markdown(result: dict, envs: list[str], out_dir: Path) -> str:
     command = json.loads(manifest.read_text())["command"] if manifest.exists() else "?"
     profile = result["profile"]
     seeds_per_env = "; ".join(f"{env}: {result['seeds_per_env'][env]}" for env in envs)
+    paper_rows = [row for row in result["rows"] if row["paper_table1"] is not None]
+    subset = len(paper_rows) < len(PAPER_ROWS)  # the normaliser is then not the paper's
+    best = "best of the paper's 11 settings"
+    if subset:
+        best = f"the best of the paper's settings in this profile ({len(paper_rows)} of {len(PAPER_ROWS)})"
     lines = [
         f"Command: `{command}`  ",
         f"{profile['steps']} steps per run; seeds per environment: {seeds_per_env} (profile: {profile['seeds']}).  ",
         f"Compute: {result['compute_seconds'] / 60:.0f} worker-minutes in total (the sum of the runs' wall times; "
         "the runner uses one worker per core).  ",
         "Score: mean return of the last 100 training episodes, normalised per env: random policy = 0, "
-        "best of the paper's 11 settings = 1. Aggregate IQM and mean over (seed, env) with 95% stratified bootstrap CIs "
+        f"{best} = 1. Aggregate IQM and mean over (seed, env) with 95% stratified bootstrap CIs "
         f"(rliable, {result['bootstrap_reps']} reps) over the seeds common to all environments ({result['seeds_used']}); "
         "per environment: mean over its seeds [95% bootstrap CI over seeds, when >= 2 seeds].",
+        *_subset_note(paper_rows, subset),
         "",
         "| row | IQM [95% CI] | mean [95% CI] | " + " | ".join(envs) + " | paper (Table 1) |",
         "|---|---|---|" + "---|" * len(envs) + "---|",
@@ -326,7 +419,50 @@ def markdown(result: dict, envs: list[str], out_dir: Path) -> str:
         lines.append("- not computable: fewer than 2 seeds")
     for name, check in result["checks"].items():
         lines.append(f"- {name}: " + ", ".join(f"{k.split('_')[0]} {v}" for k, v in check.items()))
+    if "diagnostics" in result:
+        lines += diagnostics_markdown(result["diagnostics"], envs)
     return "\n".join(lines)
+
+
+def _subset_note(paper_rows: list[dict], subset: bool) -> list[str]:
+    """:return: for a profile with some of the paper's rows, what its normalised scores compare, and the orderings"""
+    if not subset:
+        return []
+
+    def order(values: dict[str, float]) -> str:
+        return " > ".join(sorted(values, key=values.__getitem__, reverse=True))
+
+    here = {row["row"]: row["mean"] for row in paper_rows if "mean" in row}
+    return [
+        "",
+        f"With {len(paper_rows)} of the paper's {len(PAPER_ROWS)} rows the normaliser (the best of them per env) differs "
+        "from the paper's (the best of its 11): the normalised scores compare row to row within this profile, and "
+        "the comparison to the paper's Table 1 is by the ordering of the rows and by the raw scores (table below; the "
+        "paper shows them as learning curves, its Figure 3).",
+        "",
+        f"Ordering of the paper's rows by aggregate mean normalised score: here {order(here) if here else 'n/a'}; "
+        f"paper (Table 1) {order({row['row']: row['paper_table1'] for row in paper_rows})}.",
+    ]
+
+
+def diagnostics_markdown(table: dict[str, Any], envs: list[str]) -> list[str]:
+    """:return: per recorded diagnostic, a table row x env of the median over seeds of each run's median per update"""
+    lines = [
+        "",
+        "Diagnostics (docs/diagnostics.md), recorded once per update: per cell the median over seeds of each run's "
+        "median over its updates ('-': not logged by that algorithm). Where a check above fails, these (policy_kl: the "
+        "step actually taken; ratio_max, ess: how far off-policy the epochs went; std: the exploration left) and the raw "
+        "scores are the data that explain it.",
+    ]
+    for key, by_row in table.items():
+        lines += ["", f"`{key}`:", "", "| row | " + " | ".join(envs) + " |", "|---|" + "---|" * len(envs)]
+        for name, by_env in by_row.items():
+            cells = []
+            for env in envs:
+                values = [v for v in by_env.get(env, []) if np.isfinite(v)]
+                cells.append(f"{np.median(values):.3g}" if values else "-")
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def plot_curves(runs: dict, envs: list[str], profile: dict, path: Path) -> None:

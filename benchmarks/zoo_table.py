@@ -9,7 +9,10 @@ rewards), and a cell is the mean ± std over seeds, with the zoo command that re
 LunarLander-v3 needs Box2D (``gymnasium[box2d]``, part of this package's ``benchmarks`` extra, binary wheels);
 without it that column is skipped and said so.
 
-Profiles: ``full`` = the zoo's budgets (n_timesteps of each entry), seeds 0, 1, 2, 10 evaluation episodes;
+Profiles: ``full`` = the zoo's budgets (n_timesteps of each entry), seeds 0, 1, 2, 10 evaluation episodes, the
+package's diagnostics recorded once per update (``runner.DIAGNOSTIC_KEYS``); its PPOKL and PPOClip runs on
+HalfCheetah-v5, seeds 0 and 1, are those of ``benchmarks.kl_vs_clip`` (profile quick), and each reuses the other's
+finished runs;
 ``quick`` = seeds 0, 1, budgets capped at 100k steps (classic control and MuJoCo), 10 evaluation
 episodes (under-trained wherever the zoo budget is larger: the table says which cells were capped).
 
@@ -34,14 +37,21 @@ import numpy as np
 
 from benchmarks import runner
 from benchmarks.common import zoo_entry
-from benchmarks.runner import PEERS, RunSpec, algorithm_name, spec_from_zoo, zoo_command
+from benchmarks.runner import DIAGNOSTIC_KEYS, PEERS, RunSpec, algorithm_name, spec_from_zoo, zoo_command
 from sb3_ppo_variants.zoo import ZOO_ALGOS
 
 ALGOS = [*ZOO_ALGOS, *PEERS]
 ENVS = ["CartPole-v1", "Acrobot-v1", "Pendulum-v1", "LunarLander-v3", "HalfCheetah-v5", "Hopper-v5"]
 MUJOCO = ("HalfCheetah-v5", "Hopper-v5")
 PROFILES = {
-    "full": {"envs": ENVS, "seeds": [0, 1, 2], "caps": {}, "eval_episodes": 10},
+    "full": {
+        "envs": ENVS,
+        "seeds": [0, 1, 2],
+        "caps": {},
+        "eval_episodes": 10,
+        "record_keys": list(DIAGNOSTIC_KEYS),
+        "reuse": ["kl_vs_clip/quick"],
+    },
     "quick": {"envs": ENVS, "seeds": [0, 1], "caps": {"classic": 100_000, "mujoco": 100_000}, "eval_episodes": 10},
     "smoke": {
         "envs": ["CartPole-v1"],
@@ -107,6 +117,7 @@ def make_specs(profile: dict[str, Any]) -> list[RunSpec]:
                         entry,
                         steps=steps,
                         eval_episodes=profile["eval_episodes"],
+                        record_keys=tuple(profile.get("record_keys", ())),
                         labels={
                             "command": command,
                             "zoo_steps": zoo_steps,

@@ -14,6 +14,7 @@ from stable_baselines3.common.vec_env import VecNormalize
 
 from benchmarks import (
     common,
+    kl_vs_clip,
     overhead,
     paired,
     reinforce_variance,
@@ -64,6 +65,91 @@ def test_surrogates_smoke_and_report_from_stored_runs(tmp_path):
     assert json.loads((tmp_path / "results.json").read_text()) == result
     assert (tmp_path / "results.md").read_text() == report and (tmp_path / "curves.png").exists()
     assert mtimes == {p.name: p.stat().st_mtime_ns for p in (tmp_path / "runs").glob("*.json")}
+
+
+@integration
+def test_surrogates_subset_of_rows_records_diagnostics_and_is_reused(tmp_path):
+    # the medium profile's rows and record keys at the smoke budget, two seeds: the acceptance checks are computed
+    profile = {**surrogates.PROFILES["smoke"], "seeds": [0, 1], "rows": surrogates.MEDIUM_ROWS}
+    profile["record_keys"] = list(runner.DIAGNOSTIC_KEYS)
+    medium, env = tmp_path / "medium", "InvertedPendulum-v5"
+    runner.run_all(surrogates.make_specs(profile), medium / "runs", workers=1)
+    text = runner.report(surrogates.EXPERIMENT, medium, profile)
+    result = json.loads((medium / "results.json").read_text())
+    assert [row["row"] for row in result["rows"]] == surrogates.MEDIUM_ROWS and result["seeds_used"] == [0, 1]
+    # the best of the paper's rows present (TRPOKL is not one of them)
+    assert result["best_rows"][env] in surrogates.MEDIUM_ROWS[:3] and "(3 of 11: " in result["best_how"]
+    targets = ("clipping, eps = 0.2", "adaptive KL, d_targ = 0.01")
+    assert set(result["checks"]) == {f"{name} ({where})" for name in targets for where in ("aggregate", env)}
+    assert "With 3 of the paper's 11 rows the normaliser" in text and "`train/kl_coef`:" in text
+    assert (medium / "curves.png").exists() and (medium / "performance_profiles.png").exists()
+    # every row's diagnostics, once per update; a key the algorithm does not log is an empty list
+    runs = runner.load_runs(medium / "runs")
+    assert len(runs) == 1 + 2 * 4
+    trpo, clip = runs[f"TRPOKL_target_kl_0.01-{env}-s0"], runs[f"clipping_eps_0.2-{env}-s0"]
+    assert trpo["records"]["train/kl_coef"] == [] and len(trpo["records"]["train/policy_kl"]) == 2
+    assert len(clip["records"]["train/clip_fraction"]) == 2 and len(clip["records"]["train/ess"]) == 2
+    kl_coef = result["diagnostics"]["train/kl_coef"]
+    assert (
+        np.isfinite(kl_coef["adaptive KL, d_targ = 0.01"][env]).all() and np.isnan(kl_coef["clipping, eps = 0.2"][env]).all()
+    )
+    # the profile of every row reuses the finished runs of the subset (random policy and 4 rows of seed 0)
+    full = {key: value for key, value in profile.items() if key != "rows"} | {"seeds": [0]}
+    computed = runner.run_all(surrogates.make_specs(full), tmp_path / "full" / "runs", workers=1, reuse_from=[medium / "runs"])
+    assert len(computed) == len(surrogates.ROWS) - 4
+    reused = {run_id for run_id, run in runner.load_runs(tmp_path / "full" / "runs").items() if "reused_from" in run}
+    assert reused == {f"random-{env}", *(f"{surrogates.slug(name)}-{env}-s0" for name in surrogates.MEDIUM_ROWS)}
+
+
+def test_reuse_records_copies_only_identical_finished_runs(tmp_path):
+    def spec(run_id: str, keys: tuple[str, ...] = ("train/policy_kl",), row: str = "x", n_steps: int = 64) -> runner.RunSpec:
+        return runner.RunSpec(
+            run_id, "ppo_kl", "CartPole-v1", 0, 640, {"n_steps": n_steps}, record_keys=keys, labels={"row": row}
+        )
+
+    def store(folder, stored: runner.RunSpec) -> None:
+        folder.mkdir(exist_ok=True)
+        records = {key: [[64, 0.5]] for key in stored.record_keys}
+        runner.write_record(
+            {"spec": runner.spec_dict(stored), "wall_time_s": 1.0, "episodes": [[9, 9.0, 9]], "records": records}, folder
+        )
+
+    source, other, target = tmp_path / "source", tmp_path / "other", tmp_path / "runs"
+    store(source, spec("a", keys=("train/policy_kl", "train/std"), row="other label"))  # more keys, other labels: reusable
+    store(source, spec("b", n_steps=128))  # another run under the same id
+    store(other, spec("b"))  # ... and the identical one in the next folder
+    store(source, spec("c", keys=()))  # the wanted key not recorded
+    store(source, spec("d"))
+    store(target, spec("d", row="done"))  # already finished here: left as it is
+    wanted = [spec(run_id) for run_id in "abcde"]
+    assert runner.reuse_records(wanted, target, [source, other, tmp_path / "missing", target]) == ["a", "b"]
+    a = json.loads((target / "a.json").read_text())
+    # the copy carries this experiment's spec, every key recorded, the episodes, and where it came from
+    assert a["spec"] == runner.spec_dict(wanted[0]) and a["reused_from"] == str(source / "a.json")
+    assert a["records"] == {"train/policy_kl": [[64, 0.5]], "train/std": [[64, 0.5]]} and a["episodes"] == [[9, 9.0, 9]]
+    assert json.loads((target / "b.json").read_text())["reused_from"] == str(other / "b.json")
+    assert not (target / "c.json").exists() and not (target / "e.json").exists()
+    assert json.loads((target / "d.json").read_text())["spec"]["labels"] == {"row": "done"}
+    assert runner.reuse_records(wanted, target, [source, other]) == []
+
+
+def test_profiles_that_share_runs_have_identical_specs():
+    # surrogates: the medium runs are the full profile's seeds 0 and 1 of four rows, the same specs (record keys too)
+    medium = {spec.run_id: spec for spec in surrogates.make_specs(surrogates.PROFILES["medium"])}
+    full = {spec.run_id: spec for spec in surrogates.make_specs(surrogates.PROFILES["full"])}
+    assert len(medium) == 7 + 7 * 2 * 4 and set(medium) < set(full)
+    assert all(runner.spec_dict(spec) == runner.spec_dict(full[run_id]) for run_id, spec in medium.items())
+    assert {tuple(spec.record_keys) for spec in medium.values() if spec.algo != runner.RANDOM} == {runner.DIAGNOSTIC_KEYS}
+    assert surrogates.PROFILES["medium"]["reuse"] == ["surrogates/full"]
+    assert surrogates.PROFILES["full"]["reuse"] == ["surrogates/medium"]
+    # kl_vs_clip's runs are zoo_table full's PPOKL / PPOClip runs on HalfCheetah-v5 (labels aside), either way round
+    zoo = {spec.run_id: spec for spec in zoo_table.make_specs(zoo_table.PROFILES["full"])}
+    for spec in kl_vs_clip.make_specs(kl_vs_clip.PROFILES["quick"]):
+        ours, theirs = runner.spec_dict(spec), runner.spec_dict(zoo[spec.run_id])
+        assert runner.reusable(ours, {"spec": theirs}) and runner.reusable(theirs, {"spec": ours}), spec.run_id
+    assert kl_vs_clip.PROFILES["quick"]["reuse"] == ["zoo_table/full"] and zoo_table.PROFILES["full"]["reuse"] == [
+        "kl_vs_clip/quick"
+    ]
 
 
 @integration

@@ -146,3 +146,29 @@ def test_tutorial_pendulum_benchmark_smoke(tmp_path):
     (tmp_path / "results.md").unlink()
     run_module("benchmarks.tutorial_pendulum", "--report-only", "--output", str(tmp_path))
     assert (tmp_path / "results.md").read_text() == report
+
+
+def test_kl_vs_clip_benchmark_smoke(tmp_path):
+    from benchmarks import kl_vs_clip as experiment
+
+    run_module("benchmarks.kl_vs_clip", "--smoke", "--workers", "1", "--output", str(tmp_path))
+    results = json.loads((tmp_path / "results.json").read_text())
+    rows = {row["algo"]: row for row in results["rows"]}
+    assert list(rows) == list(experiment.ALGOS) and set(results["check"]) >= {"within_one_std", "ppo_clip_std"}
+    # the shipped entries, as rl_zoo3.train builds them (the smoke profile shortens n_steps only)
+    runs = {path.stem: json.loads(path.read_text()) for path in (tmp_path / "runs").iterdir()}
+    kl, clip = runs["ppo_kl-HalfCheetah-v5-s0"], runs["ppo_clip-HalfCheetah-v5-s0"]
+    assert kl["spec"]["kwargs"]["kl_target"] == 0.01 and clip["spec"]["kwargs"]["clip_range"] == 0.1
+    assert clip["spec"]["normalize"] == {"gamma": 0.98} and kl["spec"]["n_envs"] == 1
+    # the diagnostics once per update: kl_coef only for PPOKL, clip_fraction only for PPOClip
+    assert len(kl["records"]["train/kl_coef"]) == 8 and kl["records"]["train/clip_fraction"] == []
+    assert len(clip["records"]["train/clip_fraction"]) == 8 and clip["records"]["train/kl_coef"] == []
+    assert "train/kl_coef" in rows["ppo_kl"]["diagnostics"] and "train/kl_coef" not in rows["ppo_clip"]["diagnostics"]
+    assert all(len(stats["pooled"]) == 3 for row in rows.values() for stats in row["diagnostics"].values())
+    assert (tmp_path / "kl_vs_clip.png").exists()
+    report = (tmp_path / "results.md").read_text()
+    assert "Acceptance check: PPOKL's mean final return" in report
+    # --report-only: the same report from results.json
+    (tmp_path / "results.md").unlink()
+    run_module("benchmarks.kl_vs_clip", "--smoke", "--report-only", "--output", str(tmp_path))
+    assert (tmp_path / "results.md").read_text() == report
