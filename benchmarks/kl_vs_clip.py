@@ -38,8 +38,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks import runner
-from benchmarks.common import zoo_entry
-from benchmarks.runner import DIAGNOSTIC_KEYS, RunSpec, algorithm_name, curve, final_score, spec_from_zoo, zoo_command
+from benchmarks.runner import DIAGNOSTIC_KEYS, RunSpec, algorithm_name, curve, final_score, zoo_run
 
 ENV_ID = "HalfCheetah-v5"
 ALGOS = ("ppo_kl", "ppo_clip")
@@ -70,21 +69,15 @@ def make_specs(profile: dict[str, Any]) -> list[RunSpec]:
     specs = []
     for seed in profile["seeds"]:
         for algo in ALGOS:
-            entry = zoo_entry(algo, ENV_ID)
-            zoo_steps = int(float(entry.get("n_timesteps", 1e6)))
-            entry.update(profile.get("overrides", {}).get(algo, {}))
-            steps = profile["steps"]
             specs.append(
-                spec_from_zoo(
-                    f"{algo}-{ENV_ID}-s{seed}",
+                zoo_run(
                     algo,
                     ENV_ID,
                     seed,
-                    entry,
-                    steps=steps,
+                    profile["steps"],
+                    overrides=profile.get("overrides", {}).get(algo),
                     eval_episodes=profile["eval_episodes"],
                     record_keys=tuple(profile.get("record_keys", ())),
-                    labels={"command": zoo_command(algo, ENV_ID, seed, f" -n {steps}" if steps != zoo_steps else "")},
                 )
             )
     return specs

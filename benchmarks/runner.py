@@ -53,6 +53,7 @@ from benchmarks.common import (
     experiment_parser,
     profile_and_output,
     software_versions,
+    zoo_entry,
     zoo_kwargs,
 )
 from sb3_ppo_variants.zoo import ZOO_ALGOS
@@ -576,6 +577,36 @@ def plot_performance_profiles(scores: dict[str, np.ndarray], path: Path, reps: i
 def zoo_command(algo: str, env_id: str, seed: int, extra: str = "") -> str:
     """:return: the rl-zoo3 command that trains what a run of ``spec_from_zoo`` trains"""
     return f"python -m rl_zoo3.train --algo {algo} --env {env_id} --seed {seed}{extra}"
+
+
+def zoo_run(
+    algo: str,
+    env_id: str,
+    seed: int,
+    steps: int | None = None,
+    cap: int | None = None,
+    entry_id: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    labels: dict[str, Any] | None = None,
+    **fields: Any,
+) -> RunSpec:
+    """
+    The run ``{algo}-{env_id}-s{seed}`` of the unchanged zoo command (:func:`zoo_command`, ``-n`` where the budget is
+    not the entry's), labelled with that command and the entry's budget (``zoo_steps``).
+
+    :param steps: the budget (default: the entry's ``n_timesteps``, at most ``cap``)
+    :param entry_id: the entry rl-zoo3 reads, where it is not ``env_id``'s own (``zoo_entry``)
+    :param overrides: arguments replacing the entry's
+    :param fields: further :class:`RunSpec` fields (``eval_episodes``, ``record_keys``, ...)
+    """
+    entry = zoo_entry(algo, env_id, entry_id)
+    zoo_steps = int(float(entry.get("n_timesteps", 1e6)))
+    if steps is None:
+        steps = min(zoo_steps, cap) if cap else zoo_steps
+    entry.update(overrides or {})
+    command = zoo_command(algo, entry_id or env_id, seed, f" -n {steps}" if steps != zoo_steps else "")
+    run_labels = {"command": command, "zoo_steps": zoo_steps, **(labels or {})}
+    return spec_from_zoo(f"{algo}-{env_id}-s{seed}", algo, env_id, seed, entry, steps=steps, labels=run_labels, **fields)
 
 
 def spec_from_zoo(run_id: str, algo: str, env_id: str, seed: int, entry: dict[str, Any], **fields: Any) -> RunSpec:

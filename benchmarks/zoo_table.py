@@ -36,8 +36,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks import runner
-from benchmarks.common import zoo_entry
-from benchmarks.runner import DIAGNOSTIC_KEYS, PEERS, RunSpec, algorithm_name, spec_from_zoo, zoo_command
+from benchmarks.runner import DIAGNOSTIC_KEYS, PEERS, RunSpec, algorithm_name, zoo_run
 from sb3_ppo_variants.zoo import ZOO_ALGOS
 
 ALGOS = [*ZOO_ALGOS, *PEERS]
@@ -102,28 +101,17 @@ def make_specs(profile: dict[str, Any]) -> list[RunSpec]:
         for seed in profile["seeds"]:
             for algo in ALGOS:
                 source = entry_id(algo, env_id)
-                entry = zoo_entry(algo, env_id, source)
-                zoo_steps = int(float(entry.get("n_timesteps", 1e6)))
-                steps = min(zoo_steps, cap) if cap else zoo_steps
-                entry.update(profile.get("overrides", {}).get(algo, {}))
-                extra = f" -n {steps}" if steps != zoo_steps else ""
-                command = zoo_command(algo, env_id if source is None else source, seed, extra)
                 specs.append(
-                    spec_from_zoo(
-                        f"{algo}-{env_id}-s{seed}",
+                    zoo_run(
                         algo,
                         env_id,
                         seed,
-                        entry,
-                        steps=steps,
+                        cap=cap,
+                        entry_id=source,
+                        overrides=profile.get("overrides", {}).get(algo),
+                        labels={"entry": source or env_id, "note": "v4 entry run on the v5 task" if source else ""},
                         eval_episodes=profile["eval_episodes"],
                         record_keys=tuple(profile.get("record_keys", ())),
-                        labels={
-                            "command": command,
-                            "zoo_steps": zoo_steps,
-                            "entry": source or env_id,
-                            "note": "v4 entry run on the v5 task" if source else "",
-                        },
                     )
                 )
     return specs
