@@ -625,7 +625,7 @@ class FastUpdate(StandardUpdate):
 
     def __init__(self, policy: ActorCriticPolicy, kernel: PolicyKernel, adam: FlatAdam) -> None:
         super().__init__(policy, adam.optimizer)
-        self.kernel = kernel
+        self.kernel: PolicyKernel = kernel
         self.adam = adam
         self.params = adam.params
         self.all_params = adam.all_params()
