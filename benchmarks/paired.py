@@ -7,7 +7,10 @@ of them once, untimed (the first update of a model, and of the process, pays one
 each round every contestant advances its number of units (updates) in turn, in a turn order drawn at random for each
 round (seeded by the repetition). Slow drifts of a shared machine (other processes, CPU frequency) therefore hit every
 contestant alike, and no contestant always follows the same one (a plain rotation runs the control copy right after
-its original in almost every round, where it may find the same code warm in the caches). Python's cyclic garbage
+its original in almost every round, where it may find the same code warm in the caches). A model draws its random
+numbers from streams of its own (:class:`Training`): the same draws as if it trained alone, whatever the turn order,
+so models built with the same seed and the same arithmetic (the control's two copies, SB3's PPO and PPOClip) step
+their environments through exactly the same states and do exactly the same work. Python's cyclic garbage
 collector runs between rounds, not inside one (as ``timeit`` does), so no contestant is charged for another's garbage;
 the contestants' own objects are frozen out of its scans.
 
@@ -29,6 +32,7 @@ import dataclasses
 import gc
 import inspect
 import json
+import random
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -105,15 +109,39 @@ class Contestant(Protocol):
         """Release the environments."""
 
 
+RandomState = tuple[Any, Any, th.Tensor]
+
+
+def global_random_state() -> RandomState:
+    """:return: the state of the global generators SB3's ``set_random_seed`` seeds: Python's, NumPy's, torch's"""
+    return random.getstate(), np.random.get_state(), th.get_rng_state()
+
+
+def set_global_random_state(state: RandomState) -> None:
+    """Restore the global generators to ``state`` (from :func:`global_random_state`)."""
+    random.setstate(state[0])
+    np.random.set_state(state[1])
+    th.set_rng_state(state[2])
+
+
 class Training:
-    """A model as a contestant: one unit is one rollout + update, continuing its training."""
+    """
+    A model as a contestant: one unit is one rollout + update, continuing its training.
+
+    The model keeps random streams of its own: the global generators' state that its construction left (its seed, then
+    its initialisation's draws) is swapped in before each of its units and saved after (untimed), so its draws are
+    those of the same model trained alone, whatever the other contestants draw in between.
+    """
 
     def __init__(self, model: BaseAlgorithm) -> None:
         self.model = model
+        self.random_state = global_random_state()
 
     def advance(self, clock: Clock) -> None:
+        set_global_random_state(self.random_state)
         # with reset_num_timesteps=False, learn(1) collects one rollout and makes one update, whatever its size
         self.model.learn(1, callback=clock, reset_num_timesteps=False)
+        self.random_state = global_random_state()
 
     def close(self) -> None:
         self.model.get_env().close()  # type: ignore[union-attr]

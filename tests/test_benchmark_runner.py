@@ -7,9 +7,11 @@ directly. Unmarked: the reports regenerated from the committed results (``--repo
 
 import json
 import shutil
+from typing import Any
 
 import numpy as np
 import pytest
+import torch as th
 from stable_baselines3.common.vec_env import VecNormalize
 
 from benchmarks import (
@@ -273,6 +275,35 @@ def test_paired_rounds_draw_a_turn_order_per_round():
     again: list[str] = []
     paired.run_rounds({label: _Recorder(label, again) for label in labels}, rounds=12, units={"0": 2})
     assert again == log
+
+
+def test_paired_models_draw_from_streams_of_their_own():
+    # SB3's PPO twice and PPOClip (the same arithmetic), interleaved with a model that draws other numbers, end where
+    # one copy trained alone ends: every parameter equal (the same actions, the same minibatch permutations)
+    spec = runner.RunSpec("p", "ppo", "CartPole-v1", 0, 0, n_envs=2)
+    kwargs = {"n_steps": 32, "batch_size": 16, "n_epochs": 2}
+
+    def build(key: str, **extra: Any) -> paired.Training:
+        return paired.training(runner.algorithm_class(key), spec, 3, {**kwargs, **extra})()
+
+    alone = build("ppo")
+    for _ in range(3):
+        alone.advance(paired.Clock())
+    contestants = {
+        "ppo": build("ppo"),
+        "other": build("ppo", learning_rate=1e-2),
+        "copy": build("ppo"),
+        "clip": build("ppo_clip"),
+    }
+    paired.run_rounds(contestants, rounds=2)
+    expected = alone.model.policy.state_dict()
+    for label in ("ppo", "copy", "clip"):
+        state = contestants[label].model.policy.state_dict()
+        assert all(th.equal(state[key], expected[key]) for key in expected), label
+    other = contestants["other"].model.policy.state_dict()
+    assert not all(th.equal(other[key], expected[key]) for key in expected)
+    for contestant in (alone, *contestants.values()):
+        contestant.close()
 
 
 def test_algorithm_keys_come_from_the_zoo_table():
