@@ -1,5 +1,6 @@
 """Smoke runs of the benchmark scripts' command lines (tiny budgets) so that they cannot rot; the real runs stay out of CI."""
 
+import importlib
 import json
 import subprocess
 import sys
@@ -7,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from benchmarks import runner
 
 pytestmark = pytest.mark.integration  # every test starts a benchmark script
 
@@ -17,6 +20,16 @@ def run_module(module: str, *args: str) -> subprocess.CompletedProcess:
     result = subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     return result
+
+
+def report_only(module: str, *args: str) -> None:
+    """``python -m benchmarks.<module> --report-only ...``, in this process (it reads results.json, trains nothing)"""
+    experiment = importlib.import_module(f"benchmarks.{module}")
+    argv = ["--report-only", *args]
+    if hasattr(experiment, "main"):
+        experiment.main(argv)
+    else:  # an experiment of the runner
+        runner.main(experiment.EXPERIMENT, argv)
 
 
 def test_overhead_benchmark_smoke(tmp_path):
@@ -30,7 +43,7 @@ def test_overhead_benchmark_smoke(tmp_path):
     # --report-only: the same report from results.json
     report = (tmp_path / "results.md").read_text()
     (tmp_path / "results.md").unlink()
-    run_module("benchmarks.overhead", "--report-only", "--output", str(tmp_path))
+    report_only("overhead", "--output", str(tmp_path))
     assert (tmp_path / "results.md").read_text() == report
 
 
@@ -58,7 +71,7 @@ def test_speed_benchmark_smoke(tmp_path):
     # --report-only: the same report from results.json
     report = (tmp_path / "results.md").read_text()
     (tmp_path / "results.md").unlink()
-    run_module("benchmarks.speed", "--report-only", "--output", str(tmp_path))
+    report_only("speed", "--output", str(tmp_path))
     assert (tmp_path / "results.md").read_text() == report
 
 
@@ -107,7 +120,7 @@ def test_fine_tuning_benchmark_smoke(tmp_path):
     # --report-only: the same report from results.json
     report = (tmp_path / "results.md").read_text()
     (tmp_path / "results.md").unlink()
-    run_module("benchmarks.fine_tuning", "--report-only", "--output", str(tmp_path))
+    report_only("fine_tuning", "--output", str(tmp_path))
     assert (tmp_path / "results.md").read_text() == report
 
 
@@ -144,7 +157,7 @@ def test_tutorial_pendulum_benchmark_smoke(tmp_path):
     report = (tmp_path / "results.md").read_text()
     assert "-76.99" in report
     (tmp_path / "results.md").unlink()
-    run_module("benchmarks.tutorial_pendulum", "--report-only", "--output", str(tmp_path))
+    report_only("tutorial_pendulum", "--output", str(tmp_path))
     assert (tmp_path / "results.md").read_text() == report
 
 
@@ -170,5 +183,5 @@ def test_kl_vs_clip_benchmark_smoke(tmp_path):
     assert "Acceptance check: PPOKL's mean final return" in report
     # --report-only: the same report from results.json
     (tmp_path / "results.md").unlink()
-    run_module("benchmarks.kl_vs_clip", "--smoke", "--report-only", "--output", str(tmp_path))
+    report_only("kl_vs_clip", "--smoke", "--output", str(tmp_path))
     assert (tmp_path / "results.md").read_text() == report
