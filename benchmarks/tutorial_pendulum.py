@@ -32,8 +32,14 @@ best over the last 20 iterations and over the whole run, and a deterministic eva
 
     python -m benchmarks.tutorial_pendulum --workers 1                  # profile quick: ~1M steps, 3 seeds per row
     python -m benchmarks.tutorial_pendulum --profile full --workers 1   # the tutorial's ~22M steps
+    python -m benchmarks.tutorial_pendulum --profile diagnostics --workers 2   # why PPOKL trails: see below
     python -m benchmarks.tutorial_pendulum --smoke                      # CI smoke test
     python -m benchmarks.tutorial_pendulum --report-only                # the report from the stored results
+
+Profile ``diagnostics``: seed 0 of the two tutorial rows again (the same runs: training on the CPU is deterministic),
+with the package's diagnostics recorded once per update (``runner.DIAGNOSTIC_KEYS`` and the critic's explained
+variance); its report adds, per row, the distribution of the KL between consecutive policies (``train/policy_kl``),
+PPOKL's beta, the largest ratio and the explained variance.
 
 Results go to ``benchmarks/results/tutorial_pendulum/<profile>/``; an interrupted run resumes where it stopped.
 """
@@ -93,7 +99,15 @@ ROWS: list[tuple[str, str, dict[str, Any]]] = [
 PROFILES: dict[str, dict[str, Any]] = {
     "quick": {"seeds": [0, 1, 2], "steps": 455 * N_STEPS, "eval_episodes": 10},  # 1,001,000 steps
     "full": {"seeds": [0, 1, 2], "steps": 10_000 * N_STEPS, "eval_episodes": 10},  # 22M steps
-    "smoke": {"seeds": [0], "steps": N_STEPS, "eval_episodes": 1},
+    "smoke": {"seeds": [0], "steps": N_STEPS, "eval_episodes": 1, "record_keys": ["train/policy_kl", "train/kl_coef"]},
+    # quick's seed 0 of the tutorial rows, with the diagnostics recorded per update
+    "diagnostics": {
+        "seeds": [0],
+        "steps": 455 * N_STEPS,
+        "eval_episodes": 10,
+        "rows": ["tutorial (PPOClip)", "tutorial (PPOKL)"],
+        "record_keys": [*runner.DIAGNOSTIC_KEYS, "train/explained_variance"],
+    },
 }
 
 
@@ -109,9 +123,11 @@ def make_specs(profile: dict[str, Any]) -> list[RunSpec]:
             kwargs=dict(kwargs),
             eval_episodes=profile["eval_episodes"],
             labels={"row": row},
+            record_keys=tuple(profile.get("record_keys", ())),
         )
         for seed in profile["seeds"]
         for row, algo, kwargs in ROWS
+        if row in profile.get("rows", [row for row, _, _ in ROWS])
     ]
 
 
@@ -148,8 +164,32 @@ def summarise(runs: dict[str, dict], profile: dict[str, Any]) -> dict[str, Any]:
                 "eval": [r["eval"]["mean"] for r in members],
                 "wall_time_s": [r["wall_time_s"] for r in members],
             }
+            | diagnostics(members)
         )
     return {"rows": rows, "profile": profile}
+
+
+#: the statistics of the recorded diagnostics, per run: (key, name, function of its per-update values)
+DIAGNOSTICS: list[tuple[str, str, Any]] = [
+    ("train/policy_kl", "policy_kl_median", np.median),
+    ("train/policy_kl", "policy_kl_p90", lambda v: np.percentile(v, 90)),
+    ("train/policy_kl", "policy_kl_max", np.max),
+    ("train/policy_kl", "policy_kl_above_0.02", lambda v: np.mean(v > 0.02)),
+    ("train/ratio_max", "ratio_max_median", np.median),
+    ("train/kl_coef", "kl_coef_median", np.median),
+    ("train/kl_coef", "kl_coef_below_1e-3", lambda v: np.mean(v < 1e-3)),
+    ("train/explained_variance", "explained_variance_last_third", lambda v: np.median(v[-(len(v) // 3) :])),
+]
+
+
+def diagnostics(members: list[dict]) -> dict[str, list[float]]:
+    """:return: per statistic of ``DIAGNOSTICS`` whose key every run recorded, its value per run (else nothing)"""
+    out: dict[str, list[float]] = {}
+    for key, name, statistic in DIAGNOSTICS:
+        series = [np.asarray(r.get("records", {}).get(key, []), dtype=float).reshape(-1, 2)[:, 1] for r in members]
+        if all(len(values) for values in series):
+            out[name] = [float(statistic(values)) for values in series]
+    return out
 
 
 def _fmt(values: list[float]) -> str:
@@ -177,6 +217,18 @@ def write_report(result: dict[str, Any], out_dir: Path) -> str:
             f"({_fmt(row['last_median'])}) | {spans} | {max(row['run_best']):.0f} ({_fmt(row['run_best'])}) | "
             f"{np.median(row['eval']):.0f} ({_fmt(row['eval'])}) |"
         )
+    recorded = [name for _, name, _ in DIAGNOSTICS if any(name in row for row in result["rows"])]
+    if recorded:
+        lines += [
+            "",
+            "Diagnostics, per update (per seed): " + ", ".join(f"`{name}`" for name in recorded) + ".",
+            "",
+            "| row | " + " | ".join(recorded) + " |",
+            "|---|" + "---|" * len(recorded),
+        ]
+        for row in result["rows"]:
+            cells = [", ".join(f"{v:.3g}" for v in row[name]) if name in row else "—" for name in recorded]
+            lines.append(f"| {row['row']} | " + " | ".join(cells) + " |")
     lines += ["", "![iteration means](tutorial_pendulum.png)"]
     text = "\n".join(lines) + "\n"
     (out_dir / "results.md").write_text(text)

@@ -24,6 +24,7 @@ from benchmarks import (
     step_size,
     step_size_sensitivity,
     surrogates,
+    tutorial_pendulum,
     zoo_table,
 )
 from sb3_ppo_variants.zoo import ZOO_ALGOS
@@ -321,12 +322,12 @@ COMMITTED = [
     (step_size_sensitivity, "step_size_sensitivity/quick", ["results.md"]),
     (reinforce_variance, "reinforce_variance", ["results.csv"]),
     (overhead, "overhead", ["results.md"]),
+    (tutorial_pendulum, "tutorial_pendulum/quick", ["results.md"]),
+    (tutorial_pendulum, "tutorial_pendulum/diagnostics", ["results.md"]),
 ]
 
 
-@pytest.mark.parametrize(
-    ("module", "folder", "regenerated"), COMMITTED, ids=[m.__name__.split(".")[-1] for m, *_ in COMMITTED]
-)
+@pytest.mark.parametrize(("module", "folder", "regenerated"), COMMITTED, ids=[folder for _, folder, _ in COMMITTED])
 def test_report_only_regenerates_the_committed_reports(tmp_path, module, folder, regenerated):
     committed = common.RESULTS / folder
     for path in committed.iterdir():

@@ -156,6 +156,11 @@ def test_tutorial_pendulum_benchmark_smoke(tmp_path):
     assert (tmp_path / "tutorial_pendulum.png").exists()
     report = (tmp_path / "results.md").read_text()
     assert "-76.99" in report
+    # the recorded diagnostics: KL statistics for both tutorial rows, beta's for PPOKL's alone
+    rows = {row["row"]: row for row in results["rows"]}
+    assert all(len(rows[row]["policy_kl_median"]) == 1 for row in ("tutorial (PPOClip)", "tutorial (PPOKL)"))
+    assert "kl_coef_median" in rows["tutorial (PPOKL)"] and "kl_coef_median" not in rows["tutorial (PPOClip)"]
+    assert "Diagnostics, per update" in report and "| row | policy_kl_median |" in report
     (tmp_path / "results.md").unlink()
     report_only("tutorial_pendulum", "--output", str(tmp_path))
     assert (tmp_path / "results.md").read_text() == report
