@@ -85,7 +85,7 @@ def make_specs(profile: dict[str, Any]) -> list[RunSpec]:
 
 def values(run: dict, key: str) -> np.ndarray:
     """:return: the recorded values of ``key`` (one per update; empty if the algorithm does not log it)"""
-    return np.asarray(run.get("records", {}).get(key, []), dtype=float).reshape(-1, 2)[:, 1]
+    return runner.recorded(run, key)[:, 1]
 
 
 def thirds(series: np.ndarray) -> list[np.ndarray]:
@@ -263,7 +263,7 @@ def write_figures(runs: dict[str, dict], result: dict[str, Any], out_dir: Path) 
             style = dict(color=COLORS[algo], ls=styles[i % len(styles)], lw=1.0, label=label)
             axes.flat[0].plot(grid, curve(run, grid), **style)
             for ax, key in zip(axes.flat[1:], FIGURE_KEYS, strict=True):
-                record = np.asarray(run.get("records", {}).get(key, []), dtype=float).reshape(-1, 2)
+                record = runner.recorded(run, key)
                 if len(record):
                     ax.plot(record[:, 0], record[:, 1], **style)
     for row in result["rows"]:

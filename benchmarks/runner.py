@@ -145,6 +145,11 @@ def algorithm_name(algo: str) -> str:
     return ZOO_ALGOS[algo][1]
 
 
+def recorded(run: dict[str, Any], key: str) -> np.ndarray:
+    """:return: a run's record of the logger key ``key``: rows ``[timestep, value]``, one per update (none if not logged)"""
+    return np.asarray(run.get("records", {}).get(key, []), dtype=float).reshape(-1, 2)
+
+
 def _make_recorder(record_keys: tuple[str, ...]):
     from stable_baselines3.common.callbacks import BaseCallback
 

@@ -96,15 +96,15 @@ ROWS: list[tuple[str, str, dict[str, Any]]] = [
     ("bootstrap on truncation", "ppo_clip", {**TUTORIAL, "truncation_as_terminal": False}),
     ("SB3 PPO defaults", "ppo_clip", {}),
 ]
+QUICK: dict[str, Any] = {"seeds": [0, 1, 2], "steps": 455 * N_STEPS, "eval_episodes": 10}  # 1,001,000 steps
 PROFILES: dict[str, dict[str, Any]] = {
-    "quick": {"seeds": [0, 1, 2], "steps": 455 * N_STEPS, "eval_episodes": 10},  # 1,001,000 steps
+    "quick": QUICK,
     "full": {"seeds": [0, 1, 2], "steps": 10_000 * N_STEPS, "eval_episodes": 10},  # 22M steps
     "smoke": {"seeds": [0], "steps": N_STEPS, "eval_episodes": 1, "record_keys": ["train/policy_kl", "train/kl_coef"]},
     # quick's seed 0 of the tutorial rows, with the diagnostics recorded per update
     "diagnostics": {
+        **QUICK,
         "seeds": [0],
-        "steps": 455 * N_STEPS,
-        "eval_episodes": 10,
         "rows": ["tutorial (PPOClip)", "tutorial (PPOKL)"],
         "record_keys": [*runner.DIAGNOSTIC_KEYS, "train/explained_variance"],
     },
@@ -127,7 +127,7 @@ def make_specs(profile: dict[str, Any]) -> list[RunSpec]:
         )
         for seed in profile["seeds"]
         for row, algo, kwargs in ROWS
-        if row in profile.get("rows", [row for row, _, _ in ROWS])
+        if "rows" not in profile or row in profile["rows"]
     ]
 
 
@@ -186,7 +186,7 @@ def diagnostics(members: list[dict]) -> dict[str, list[float]]:
     """:return: per statistic of ``DIAGNOSTICS`` whose key every run recorded, its value per run (else nothing)"""
     out: dict[str, list[float]] = {}
     for key, name, statistic in DIAGNOSTICS:
-        series = [np.asarray(r.get("records", {}).get(key, []), dtype=float).reshape(-1, 2)[:, 1] for r in members]
+        series = [runner.recorded(r, key)[:, 1] for r in members]
         if all(len(values) for values in series):
             out[name] = [float(statistic(values)) for values in series]
     return out

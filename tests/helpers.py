@@ -1,6 +1,7 @@
 """Shared helpers of the test suite."""
 
 import inspect
+from typing import Any
 
 import torch as th
 from stable_baselines3.common.logger import Logger
@@ -41,3 +42,13 @@ def assert_signature_superset(ours: type, peer: type, different_defaults: dict |
         if name in different_defaults:
             assert different_defaults[name] != parameter.default, f"{name}: not a difference"
     assert [name for name in our_parameters if name in peer_parameters] == list(peer_parameters)
+
+
+def run_main(module: Any, *args: str) -> None:
+    """The command line of an experiment script (``python -m benchmarks.<module> ...``), in this process."""
+    from benchmarks import runner
+
+    if hasattr(module, "main"):  # a script with a main of its own (the paired measurements, fine_tuning)
+        module.main(list(args))
+    else:  # an experiment of the runner
+        runner.main(module.EXPERIMENT, list(args))

@@ -28,16 +28,9 @@ from benchmarks import (
     zoo_table,
 )
 from sb3_ppo_variants.zoo import ZOO_ALGOS
+from tests.helpers import run_main
 
 integration = pytest.mark.integration  # trains models
-
-
-def run_main(module, *args: str) -> None:
-    """The command line of an experiment script, in this process."""
-    if module is overhead:  # the paired measurement has a main of its own
-        overhead.main(list(args))
-    else:
-        runner.main(module.EXPERIMENT, list(args))
 
 
 @integration

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks import runner
+from tests.helpers import run_main
 
 pytestmark = pytest.mark.integration  # every test starts a benchmark script
 
@@ -24,12 +24,7 @@ def run_module(module: str, *args: str) -> subprocess.CompletedProcess:
 
 def report_only(module: str, *args: str) -> None:
     """``python -m benchmarks.<module> --report-only ...``, in this process (it reads results.json, trains nothing)"""
-    experiment = importlib.import_module(f"benchmarks.{module}")
-    argv = ["--report-only", *args]
-    if hasattr(experiment, "main"):
-        experiment.main(argv)
-    else:  # an experiment of the runner
-        runner.main(experiment.EXPERIMENT, argv)
+    run_main(importlib.import_module(f"benchmarks.{module}"), "--report-only", *args)
 
 
 def test_overhead_benchmark_smoke(tmp_path):
