@@ -54,6 +54,11 @@ def _multi_binary() -> gym.Env:
     return _ToyEnv(gym.spaces.MultiBinary(4))
 
 
+def _box3() -> gym.Env:
+    # a Gaussian over several dimensions: the log-probability's sum over them
+    return _ToyEnv(gym.spaces.Box(-1, 1, (3,), np.float32))
+
+
 def _multi_discrete() -> gym.Env:
     return _ToyEnv(gym.spaces.MultiDiscrete([3, 4]))
 
@@ -87,6 +92,7 @@ class _ImageEnv(_ToyEnv):
 ENVS = {
     "Discrete": "CartPole-v1",
     "Box": "Pendulum-v1",
+    "Box3": _box3,
     "MultiDiscrete": _multi_discrete,
     "MultiBinary": _multi_binary,
 }

@@ -147,13 +147,13 @@ class GradientStatistics:
 
     ``snr`` = ||mean g||^2 / mean ||g_i - mean g||^2: how much of the gradient is signal shared by all
     minibatches versus minibatch-to-minibatch noise. Accumulated in float64 with O(number of parameters)
-    memory and a few tensor operations per minibatch; read once at the end (no device sync per minibatch).
+    memory and one tensor operation per minibatch (the sum; mean ||g_i||^2 comes from the norms the update loop
+    computed anyway); read once at the end (no device sync per minibatch).
     """
 
     def __init__(self) -> None:
         self.count = 0
         self.sum: th.Tensor | None = None
-        self.sum_sq_norm: th.Tensor | float = 0.0
         self.norms: list[th.Tensor] = []
 
     def add(self, gradient: th.Tensor, norm: th.Tensor) -> None:
@@ -165,7 +165,6 @@ class GradientStatistics:
             self.sum = gradient.detach().to(th.float64, copy=True)
         else:
             self.sum.add_(gradient.detach())
-        self.sum_sq_norm = self.sum_sq_norm + th.dot(gradient, gradient).double()
         self.count += 1
         self.norms.append(norm.detach())
 
@@ -175,7 +174,7 @@ class GradientStatistics:
             return float("nan")
         mean = self.sum / self.count
         signal = float(mean @ mean)
-        noise = float(self.sum_sq_norm) / self.count - signal
+        noise = float((th.stack(self.norms).double() ** 2).mean()) - signal
         if noise <= 0.0:
             return float("inf")
         return signal / noise

@@ -80,6 +80,8 @@ _ADAM_EXTRA = {"decoupled_weight_decay": False} if "decoupled_weight_decay" in i
 #: FlatAdam's alignment of each parameter in its flat buffer, in float32 elements (64 bytes)
 _ALIGNMENT = 16
 _LOG_SQRT_2PI = math.log(math.sqrt(2 * math.pi))
+#: as torch rounds a Python float operand of a float32 tensor operation (NumPy 2 does the same; explicit here)
+_LOG_SQRT_2PI_32 = np.float32(_LOG_SQRT_2PI)
 _GAUSSIAN_ENTROPY = 0.5 + 0.5 * math.log(2 * math.pi)
 
 
@@ -125,10 +127,10 @@ def _categorical(normalised_logits: th.Tensor) -> Categorical:
     return distribution
 
 
-def _check_finite(parameters: th.Tensor, name: str) -> None:
+def _check_finite(parameters: np.ndarray, name: str) -> None:
     # torch.distributions' argument validation, which SB3's rollout relies on to refuse NaN observations (NumPy: cheaper
     # than two torch operations on a few numbers)
-    if not np.isfinite(parameters.detach().numpy()).all():
+    if not np.isfinite(parameters).all():
         raise ValueError(f"Expected parameter {name} to satisfy the constraint Real(), but found invalid values")
 
 
@@ -157,7 +159,7 @@ class PolicyKernel:
         #: the forward passes do not depend on the modules' train/eval mode (linear layers and tanh / ReLU only)
         layers = self._actor + self._critic
         self.mode_independent = all(type(layer) is tuple or layer in (th.tanh, th.relu) for layer in layers)
-        self._std_cache: tuple[tuple[Any, ...], tuple[th.Tensor, th.Tensor, th.Tensor]] | None = None
+        self._std_cache: tuple[tuple[Any, ...], tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
 
     @staticmethod
     def of(policy: BasePolicy) -> PolicyKernel | None:
@@ -210,18 +212,18 @@ class PolicyKernel:
         assert self._log_std is not None
         return th.ones_like(mean) * self._log_std.exp()
 
-    def _rollout_std(self, mean: th.Tensor) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
+    def _rollout_std(self, mean: th.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """
         Without gradient (collection), the standard deviation and the two terms of ``Normal.log_prob`` that depend on it
-        alone, ``2 * var`` and ``log(std)``: the same for every step of a rollout, computed once (again when ``log_std``
-        changes) with the operations ``Normal`` performs at each step.
+        alone, ``2 * var`` and ``log(std)``, as NumPy arrays: the same for every step of a rollout, computed once (again
+        when ``log_std`` changes) with the operations ``Normal`` performs at each step.
         """
         assert self._log_std is not None
         key = (self._log_std.data_ptr(), self._log_std._version, mean.shape)
         if self._std_cache is None or self._std_cache[0] != key:
             std = self._gaussian_std(mean)
             var = std**2
-            self._std_cache = (key, (std, 2 * var, std.log()))
+            self._std_cache = (key, (std.numpy(), (2 * var).numpy(), std.log().numpy()))
         return self._std_cache[1]
 
     @staticmethod
@@ -252,16 +254,26 @@ class PolicyKernel:
 
     def sample(self, output: th.Tensor, check: bool = True) -> tuple[th.Tensor, Any]:
         """
+        Without gradient (collection, prediction).
+
+        The Gaussian's element-wise arithmetic (``loc + eps * scale`` here, ``Normal.log_prob``'s terms in ``log_prob``)
+        runs in NumPy on the same float32 numbers: an IEEE-754 sum, difference, product or quotient is correctly rounded
+        in either library, so the results are the same bits, at a fraction of a torch call's overhead on a few numbers.
+        The noise is torch's own ``normal_`` draw and the sum over the action's dimensions is torch's reduction.
+
         :param output: the action network's output
         :param check: raise torch.distributions' ValueError on non-finite distribution parameters
         :return: actions sampled as ``distribution.get_actions()`` samples them, and the distribution's parameters
         """
-        if check:
-            _check_finite(output, "loc" if self.gaussian else "logits")
         if self.gaussian:
+            mean = output.numpy()
+            if check:
+                _check_finite(mean, "loc")
             std, two_var, log_scale = self._rollout_std(output)
             eps = th.empty(output.shape, dtype=output.dtype, device=output.device).normal_()
-            return output + eps * std, (std, two_var, log_scale)
+            return th.from_numpy(mean + eps.numpy() * std), (std, two_var, log_scale)
+        if check:
+            _check_finite(output.numpy(), "logits")
         if self.bernoulli:
             return th.bernoulli(th.sigmoid(output)), None
         logits = self._categoricals(output)
@@ -283,9 +295,11 @@ class PolicyKernel:
                 var = std**2
                 log_scale = std.log()
                 log_prob = -((actions - output) ** 2) / (2 * var) - log_scale - _LOG_SQRT_2PI
-            else:
-                log_prob = -((actions - output) ** 2) / two_var - log_scale - _LOG_SQRT_2PI
-            return log_prob.sum(dim=1)
+                return log_prob.sum(dim=1)
+            # a rollout's (see sample): the same operations in NumPy, the sum in torch
+            difference = actions.numpy() - output.numpy()
+            terms = -(difference * difference) / two_var - log_scale - _LOG_SQRT_2PI_32
+            return th.from_numpy(terms).sum(dim=1)
         if self.bernoulli:
             return (-F.binary_cross_entropy_with_logits(output, actions, reduction="none")).sum(dim=1)
         if self.categorical:
@@ -681,10 +695,14 @@ class FastUpdate(StandardUpdate):
         return grads  # type: ignore[return-value]
 
     def gradient_norm(self) -> th.Tensor:
-        """:return: the global norm of the gradients, which the next ``step()`` applies unclipped"""
-        grads = self._grads()
-        self._grad = self.adam.concatenate(grads)
-        return th.linalg.vector_norm(th.stack(th._foreach_norm(grads, 2.0)), 2.0)
+        """
+        :return: the global norm of the gradients, which the next ``step()`` applies unclipped: the norm of the flat
+            gradient the step takes (one operation; it may differ from ``StandardUpdate``'s norm of per-tensor norms in
+            the last bits, and like it is not finite when a gradient is not: the callers read it for the numerical
+            guard only)
+        """
+        self._grad = self.adam.concatenate(self._grads())
+        return th.linalg.vector_norm(self._grad, 2.0)
 
     def clip_grad_norm(self, max_norm: float, keep_gradient: bool = False) -> th.Tensor:
         # clip_grad_norm_: the norm of each gradient (torch._foreach_norm), their norm, the clamped factor; the factor
