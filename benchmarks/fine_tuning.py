@@ -47,7 +47,7 @@ import numpy as np
 
 from benchmarks import runner
 from benchmarks.common import ZOO_ONLY_KEYS, experiment_parser, profile_and_output, zoo_entry
-from benchmarks.runner import RunSpec, make_env, make_model
+from benchmarks.runner import RunSpec, make_env, make_model, recorded
 
 NAME = "fine_tuning"
 ALGO = "ppo_clip"
@@ -292,15 +292,11 @@ def fine_tune(spec: RunSpec) -> dict[str, Any]:
 # ----- report --------------------------------------------------------------------------------------------------------
 
 
-def _values(run: dict, key: str) -> np.ndarray:
-    return np.array(run["records"].get(key, []), dtype=float).reshape(-1, 2)
-
-
 def run_summary(run: dict) -> dict[str, Any]:
     """:return: the numbers of one run that the report uses"""
     evals = np.array(run["evals"], dtype=float)
-    ref_kl = _values(run, "train/ref_kl")[:, 1]
-    coef = _values(run, "train/ref_kl_coef")[:, 1]
+    ref_kl = recorded(run, "train/ref_kl")[:, 1]
+    coef = recorded(run, "train/ref_kl_coef")[:, 1]
     last = max(1, len(ref_kl) // 10)
     summary: dict[str, Any] = {
         "seed": run["spec"]["seed"],
@@ -370,7 +366,7 @@ def write_figures(runs: dict[str, dict], result: dict[str, Any], out_dir: Path) 
             steps, mean = _mean_curve(members, column)
             ax.plot(steps, mean, color=color, marker="o", ms=3, label=setting)
         for j, run in enumerate(members):
-            kl = _values(run, "train/ref_kl")
+            kl = recorded(run, "train/ref_kl")
             axes[2].plot(
                 kl[:, 0], np.clip(kl[:, 1], 1e-5, None), color=color, lw=0.8, alpha=0.7, label=setting if j == 0 else None
             )

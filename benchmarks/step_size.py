@@ -31,7 +31,7 @@ import numpy as np
 
 from benchmarks import runner
 from benchmarks.common import RESULTS, zoo_entry
-from benchmarks.runner import RunSpec, algorithm_name, spec_from_zoo, zoo_command
+from benchmarks.runner import RunSpec, algorithm_name, recorded, spec_from_zoo, zoo_command
 from sb3_ppo_variants.zoo import ZOO_ALGOS
 
 ENV_ID = "CartPole-v1"
@@ -80,11 +80,11 @@ def summarise(runs: dict[str, dict], profile: dict[str, Any]) -> dict[str, Any]:
         members = [run for run in runs.values() if run["spec"]["algo"] == algo]
         if not members:
             continue
-        kls = np.concatenate([np.array(run["records"]["train/policy_kl"])[:, 1] for run in members])
+        kls = np.concatenate([recorded(run, "train/policy_kl")[:, 1] for run in members])
         kls = kls[np.isfinite(kls)]
         row = {
             "algo": algorithm_name(algo),
-            "updates_per_run": [len(run["records"]["train/policy_kl"]) for run in members],
+            "updates_per_run": [len(recorded(run, "train/policy_kl")) for run in members],
             "policy_kl_median": float(np.median(kls)),
             "policy_kl_p10_p90": [float(np.percentile(kls, 10)), float(np.percentile(kls, 90))],
             "policy_kl_max": float(kls.max()),
@@ -93,7 +93,7 @@ def summarise(runs: dict[str, dict], profile: dict[str, Any]) -> dict[str, Any]:
             "commands": [run["spec"]["labels"]["command"] for run in members],
         }
         if algo == "ppo_kl":
-            betas = np.concatenate([np.array(run["records"]["train/kl_coef"])[:, 1] for run in members])
+            betas = np.concatenate([recorded(run, "train/kl_coef")[:, 1] for run in members])
             row["kl_coef_min_max"] = [float(betas.min()), float(betas.max())]
         rows.append(row)
     return {"env": ENV_ID, "rows": rows, "profile": profile}
@@ -110,7 +110,7 @@ def plot(runs: dict, path: Path, steps: int) -> None:
     for algo in ALGOS:
         members = sorted((r for r in runs.values() if r["spec"]["algo"] == algo), key=lambda r: r["spec"]["seed"])
         for i, run in enumerate(members):
-            kl = np.array(run["records"]["train/policy_kl"]).reshape(-1, 2)
+            kl = recorded(run, "train/policy_kl")
             label = f"{algorithm_name(algo)}: policy KL per update" if i == 0 else None
             marker = "o" if len(kl) < 150 else None  # few updates (REINFORCE, TRPOKL): show each one
             ax.plot(
@@ -124,7 +124,7 @@ def plot(runs: dict, path: Path, steps: int) -> None:
                 ms=2.5,
             )
             if algo == "ppo_kl":
-                beta = np.array(run["records"]["train/kl_coef"]).reshape(-1, 2)
+                beta = recorded(run, "train/kl_coef")
                 beta_label = "PPOKL: beta (right axis)" if i == 0 else None
                 beta_ax.plot(beta[:, 0], beta[:, 1], color="black", lw=0.8, ls="--", alpha=0.45, label=beta_label)
     ax.axhline(0.01, color="tab:green", ls=":", lw=1.2, label="d_targ = 0.01 (PPOKL) = max_kl (TRPOKL)")

@@ -35,7 +35,7 @@ import numpy as np
 
 from benchmarks import runner
 from benchmarks.common import zoo_entry
-from benchmarks.runner import RunSpec, algorithm_name, final_score, spec_from_zoo
+from benchmarks.runner import RunSpec, algorithm_name, final_score, recorded, spec_from_zoo
 
 ENVS = ("CartPole-v1", "Pendulum-v1")
 ALGOS = ("reinforce", "ppo_kl", "ppo_clip", "trpo_kl")
@@ -131,7 +131,7 @@ def summarise(runs: dict[str, dict], profile: dict[str, Any]) -> dict[str, Any]:
                 )  # fmt: skip
                 if not members:
                     continue
-                kls = [np.array(r["records"]["train/policy_kl"], dtype=float).reshape(-1, 2)[:, 1] for r in members]
+                kls = [recorded(r, "train/policy_kl")[:, 1] for r in members]
                 rows.append(
                     {
                         "env": env_id,
