@@ -160,6 +160,7 @@ class PolicyKernel:
         layers = self._actor + self._critic
         self.mode_independent = all(type(layer) is tuple or layer in (th.tanh, th.relu) for layer in layers)
         self._std_cache: tuple[tuple[Any, ...], tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
+        self._noise_buffer: th.Tensor | None = None
 
     @staticmethod
     def of(policy: BasePolicy) -> PolicyKernel | None:
@@ -191,6 +192,11 @@ class PolicyKernel:
         for layer in layers:
             x = F.linear(x, *layer) if type(layer) is tuple else layer(x)
         return x
+
+    @staticmethod
+    def observation(obs: np.ndarray) -> th.Tensor:
+        """``th.as_tensor(obs, device="cpu")`` of a VecEnv's observations (the kernel is for the CPU): shares the array"""
+        return th.from_numpy(obs) if type(obs) is np.ndarray else th.as_tensor(obs)
 
     @staticmethod
     def features(obs: th.Tensor) -> th.Tensor:
@@ -225,6 +231,17 @@ class PolicyKernel:
             var = std**2
             self._std_cache = (key, (std.numpy(), (2 * var).numpy(), std.log().numpy()))
         return self._std_cache[1]
+
+    def _noise(self, mean: th.Tensor) -> th.Tensor:
+        """
+        ``torch.empty(mean.shape).normal_()``, the draw of ``Normal.rsample``, into a buffer kept for the next steps (a
+        normal tensor, so that ``normal_`` may write it in inference mode or out of it); read it before the next call.
+        """
+        noise = self._noise_buffer
+        if noise is None or noise.shape != mean.shape or noise.dtype != mean.dtype:
+            with th.inference_mode(False):
+                noise = self._noise_buffer = th.empty(mean.shape, dtype=mean.dtype, device=mean.device)
+        return noise.normal_()
 
     @staticmethod
     def _normalised_logits(logits: th.Tensor) -> th.Tensor:
@@ -270,8 +287,7 @@ class PolicyKernel:
             if check:
                 _check_finite(mean, "loc")
             std, two_var, log_scale = self._rollout_std(output)
-            eps = th.empty(output.shape, dtype=output.dtype, device=output.device).normal_()
-            return th.from_numpy(mean + eps.numpy() * std), (std, two_var, log_scale)
+            return th.from_numpy(mean + self._noise(output).numpy() * std), (std, two_var, log_scale)
         if check:
             _check_finite(output.numpy(), "logits")
         if self.bernoulli:
@@ -843,14 +859,18 @@ class FastPathAlgorithm(OnPolicyAlgorithm):
         low, high = (self.action_space.low, self.action_space.high) if clip_actions else (None, None)  # type: ignore[attr-defined]
         discrete = isinstance(self.action_space, spaces.Discrete)
 
+        # one context object for the loop's forward passes (entered and left at each step, never nested)
+        no_grad = th.inference_mode()
+
         while n_steps < n_rollout_steps:
-            with th.inference_mode():
-                obs_tensor = th.as_tensor(self._last_obs, device=self.device)
+            with no_grad:
+                obs_tensor = kernel.observation(self._last_obs)  # type: ignore[arg-type]
                 actions_tensor, values, log_probs = kernel.forward(obs_tensor)
             actions = actions_tensor.numpy()
 
             # Clip the actions to avoid out of bound error as we are sampling from an unbounded Gaussian distribution
-            clipped_actions = np.clip(actions, low, high) if clip_actions else actions
+            # (ndarray.clip: what np.clip calls)
+            clipped_actions = actions.clip(low, high) if clip_actions else actions  # type: ignore[arg-type]
 
             new_obs, rewards, dones, infos = env.step(clipped_actions)
 
@@ -870,10 +890,10 @@ class FastPathAlgorithm(OnPolicyAlgorithm):
 
             # Handle timeout by bootstrapping with value function
             # see GitHub issue #633
-            for idx in np.flatnonzero(dones):
+            for idx in dones.nonzero()[0]:
                 if infos[idx].get("terminal_observation") is not None and infos[idx].get("TimeLimit.truncated", False):
                     terminal_obs = self.policy.obs_to_tensor(infos[idx]["terminal_observation"])[0]
-                    with th.inference_mode():
+                    with no_grad:
                         terminal_value = kernel.value(kernel.features(terminal_obs))[0]  # type: ignore[arg-type]
                     rewards[idx] += self.gamma * terminal_value
 
@@ -881,9 +901,9 @@ class FastPathAlgorithm(OnPolicyAlgorithm):
             self._last_obs = new_obs  # type: ignore[assignment]
             self._last_episode_starts = dones
 
-        with th.inference_mode():
+        with no_grad:
             # Compute value for the last timestep
-            values = kernel.value(kernel.features(th.as_tensor(new_obs, device=self.device)))
+            values = kernel.value(kernel.features(kernel.observation(new_obs)))  # type: ignore[arg-type]
 
         rollout_buffer.compute_returns_and_advantage(last_values=values, dones=dones)
 

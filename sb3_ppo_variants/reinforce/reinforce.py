@@ -427,7 +427,7 @@ class REINFORCE(ReferenceAlgorithm, FastPathAlgorithm, MeasuredAlgorithm, OnPoli
         with_log_prob = self.off_policy_correction == "importance"
         if kernel is not None:
             with th.inference_mode():
-                output = kernel.actor_output(kernel.features(th.as_tensor(self._last_obs, device=self.device)))
+                output = kernel.actor_output(kernel.features(kernel.observation(self._last_obs)))  # type: ignore[arg-type]
                 actions, parameters = kernel.sample(output)
                 log_probs = kernel.log_prob(output, parameters, actions).numpy() if with_log_prob else None
             return actions.numpy(), log_probs
