@@ -18,11 +18,15 @@ medians of each diagnostic over the first, middle and last third of the updates,
 within one standard deviation of PPOClip's, and a figure (return, policy_kl, kl_coef, std, ess, grad_norm against
 timesteps, every seed).
 
-These runs are also runs of ``benchmarks.zoo_table``'s ``full`` profile (the same run ids and specs: zoo budget
+A third row runs PPOKL with PPOClip's entry, its clipping replaced by PPOKL's adaptive penalty
+(``benchmarks/kl_vs_clip_candidate.py``, an rl-zoo3 ``-conf`` file): the two surrogates with the same settings, and a
+candidate for ppo_kl.yml's HalfCheetah-v5 entry where the shipped one falls short.
+
+The shipped entries' runs are also runs of ``benchmarks.zoo_table``'s ``full`` profile (the same run ids and specs: zoo budget
 1M steps, 10 evaluation episodes, the same record keys; seeds 0 and 1 of its three): each experiment copies the other's
 finished runs instead of running them again (``runner.reuse_records``, the profiles' ``reuse``).
 
-    python -m benchmarks.kl_vs_clip                  # profile quick: 1M steps, seeds 0 and 1 (4 runs; resumes)
+    python -m benchmarks.kl_vs_clip                  # profile quick: 1M steps, seeds 0 and 1 (6 runs; resumes)
     python -m benchmarks.kl_vs_clip --smoke          # CI smoke test
     python -m benchmarks.kl_vs_clip --report-only    # the report from the stored results
 
@@ -38,11 +42,18 @@ from typing import Any
 import numpy as np
 
 from benchmarks import runner
-from benchmarks.runner import DIAGNOSTIC_KEYS, RunSpec, algorithm_name, curve, final_score, zoo_run
+from benchmarks.kl_vs_clip_candidate import candidate_entry
+from benchmarks.runner import DIAGNOSTIC_KEYS, RunSpec, algorithm_name, curve, final_score, spec_from_zoo, zoo_command, zoo_run
 
 ENV_ID = "HalfCheetah-v5"
 ALGOS = ("ppo_kl", "ppo_clip")
-COLORS = dict(zip(ALGOS, ("tab:green", "tab:blue"), strict=True))
+#: PPOKL with PPOClip's entry, the clipping replaced by PPOKL's adaptive penalty (kl_vs_clip_candidate.py)
+CANDIDATE = "ppo_kl_candidate"
+CANDIDATE_CONF = "benchmarks/kl_vs_clip_candidate.py"
+#: the rows of the report: the two shipped entries, then the candidate
+ROWS = (*ALGOS, CANDIDATE)
+NAMES = {CANDIDATE: "PPOKL, PPOClip's entry (candidate)"}
+COLORS = dict(zip(ROWS, ("tab:green", "tab:blue", "tab:red"), strict=True))
 #: the diagnostics of the figure (beside the return)
 FIGURE_KEYS = ("train/policy_kl", "train/kl_coef", "train/std", "train/ess", "train/grad_norm")
 THIRDS = ("first", "middle", "last")
@@ -59,28 +70,38 @@ PROFILES: dict[str, dict[str, Any]] = {
         "steps": 2_048,  # two episodes, eight updates
         "eval_episodes": 1,
         "record_keys": list(DIAGNOSTIC_KEYS),
-        "overrides": {"ppo_kl": {"n_steps": 256}, "ppo_clip": {"n_steps": 256}},
+        "overrides": {"ppo_kl": {"n_steps": 256}, "ppo_clip": {"n_steps": 256}, CANDIDATE: {"n_steps": 256}},
     },
 }
 
 
 def make_specs(profile: dict[str, Any]) -> list[RunSpec]:
-    """:return: one run per (seed, algorithm), with the algorithm's shipped entry (run ids as ``zoo_table``'s)"""
+    """
+    :return: per seed, one run per algorithm with its shipped entry (run ids as ``zoo_table``'s), then the candidate
+        (labelled ``row``)
+    """
     specs = []
+    fields = {"eval_episodes": profile["eval_episodes"], "record_keys": tuple(profile.get("record_keys", ()))}
     for seed in profile["seeds"]:
         for algo in ALGOS:
-            specs.append(
-                zoo_run(
-                    algo,
-                    ENV_ID,
-                    seed,
-                    profile["steps"],
-                    overrides=profile.get("overrides", {}).get(algo),
-                    eval_episodes=profile["eval_episodes"],
-                    record_keys=tuple(profile.get("record_keys", ())),
-                )
-            )
+            overrides = profile.get("overrides", {}).get(algo)
+            specs.append(zoo_run(algo, ENV_ID, seed, profile["steps"], overrides=overrides, **fields))
+        entry = {**candidate_entry(), **profile.get("overrides", {}).get(CANDIDATE, {})}
+        steps = int(float(entry["n_timesteps"]))
+        command = zoo_command("ppo_kl", ENV_ID, seed, f" -conf {CANDIDATE_CONF}")
+        labels = {
+            "row": CANDIDATE,
+            "command": command + (f" -n {profile['steps']}" if profile["steps"] != steps else ""),
+            "zoo_steps": steps,
+        }
+        run_id = f"{CANDIDATE}-{ENV_ID}-s{seed}"
+        specs.append(spec_from_zoo(run_id, "ppo_kl", ENV_ID, seed, entry, steps=profile["steps"], labels=labels, **fields))
     return specs
+
+
+def row_of(run: dict) -> str:
+    """:return: the report row of a run: its ``row`` label (the candidate), else its algorithm"""
+    return run["spec"]["labels"].get("row", run["spec"]["algo"])
 
 
 def values(run: dict, key: str) -> np.ndarray:
@@ -101,8 +122,8 @@ def _median(array: np.ndarray) -> float:
 def summarise(runs: dict[str, dict], profile: dict[str, Any]) -> dict[str, Any]:
     """:return: the content of ``results.json``: one row per algorithm (seeds listed), and the acceptance check"""
     rows = []
-    for algo in ALGOS:
-        members = sorted((r for r in runs.values() if r["spec"]["algo"] == algo), key=lambda r: r["spec"]["seed"])
+    for row_key in ROWS:
+        members = sorted((r for r in runs.values() if row_of(r) == row_key), key=lambda r: r["spec"]["seed"])
         if not members:
             continue
         final = [final_score(r) for r in members]
@@ -119,10 +140,12 @@ def summarise(runs: dict[str, dict], profile: dict[str, Any]) -> dict[str, Any]:
                 "pooled": [_median(np.concatenate([parts[i] for parts in split])) for i in range(3)],
             }
         kwargs = members[0]["spec"]["kwargs"]
+        algo = members[0]["spec"]["algo"]
         rows.append(
             {
+                "row": row_key,
                 "algo": algo,
-                "name": algorithm_name(algo),
+                "name": NAMES.get(row_key, algorithm_name(algo)),
                 "seeds": [r["spec"]["seed"] for r in members],
                 "steps": members[0]["spec"]["steps"],
                 "eval_episodes": members[0]["spec"]["eval_episodes"],
@@ -140,18 +163,26 @@ def summarise(runs: dict[str, dict], profile: dict[str, Any]) -> dict[str, Any]:
                 "diagnostics": diagnostics,
             }
         )
-    by_algo = {row["algo"]: row for row in rows}
+    by_row = {row["row"]: row for row in rows}
     check = {}
-    if set(ALGOS) <= set(by_algo):
-        kl, clip = by_algo["ppo_kl"], by_algo["ppo_clip"]
+    if set(ALGOS) <= set(by_row):
+        kl, clip = by_row["ppo_kl"], by_row["ppo_clip"]
         check = {
             "ppo_kl_mean": kl["final_mean"],
             "ppo_clip_mean": clip["final_mean"],
             "ppo_clip_std": clip["final_std"],
-            "within_one_std": bool(abs(kl["final_mean"] - clip["final_mean"]) <= clip["final_std"]),
+            "within_one_std": within_one_std(kl, clip),
             "seeds": [kl["seeds"], clip["seeds"]],
         }
+        if CANDIDATE in by_row:
+            candidate = by_row[CANDIDATE]
+            check |= {"candidate_mean": candidate["final_mean"], "candidate_within_one_std": within_one_std(candidate, clip)}
     return {"profile": profile, "env": ENV_ID, "rows": rows, "check": check}
+
+
+def within_one_std(row: dict, clip: dict) -> bool:
+    """:return: whether a row's mean final return is within one standard deviation (PPOClip's) of PPOClip's"""
+    return bool(abs(row["final_mean"] - clip["final_mean"]) <= clip["final_std"])
 
 
 def _pm(mean: float, std: float) -> str:
@@ -170,7 +201,8 @@ def write_report(result: dict[str, Any], out_dir: Path) -> str:
     lines = [
         f"Command: `{command}`",
         "",
-        f"{result['env']}, each algorithm with its shipped zoo entry; final return = mean of the last 100 training "
+        f"{result['env']}, each algorithm with its shipped zoo entry (the candidate: PPOKL with PPOClip's entry, its "
+        f"clipping replaced by PPOKL's adaptive penalty, `{CANDIDATE_CONF}`); final return = mean of the last 100 training "
         "episodes of a run; deterministic evaluation = mean return of the final model over "
         f"{rows[0]['eval_episodes'] if rows else '?'} episodes; mean ± std over seeds (population std).",
         "",
@@ -217,8 +249,14 @@ def closing_note(result: dict[str, Any]) -> list[str]:
         f"PPOClip's ({check['ppo_clip_mean']:.0f} ± {check['ppo_clip_std']:.0f}; difference {gap:+.0f}; seeds "
         f"{check['seeds'][0]} and {check['seeds'][1]}).",
     ]
-    by_algo = {row["algo"]: row for row in result["rows"]}
-    kl, clip = by_algo["ppo_kl"], by_algo["ppo_clip"]
+    by_row = {row["row"]: row for row in result["rows"]}
+    kl, clip = by_row["ppo_kl"], by_row["ppo_clip"]
+    if "candidate_mean" in check:
+        within = "within" if check["candidate_within_one_std"] else "not within"
+        lines.append(
+            f"The candidate (PPOKL with PPOClip's entry): mean final return {check['candidate_mean']:.0f}, {within} one "
+            f"standard deviation of PPOClip's (difference {check['candidate_mean'] - check['ppo_clip_mean']:+.0f})."
+        )
 
     def last(row: dict, key: str) -> str:
         stats = row["diagnostics"].get(key)
@@ -256,11 +294,11 @@ def write_figures(runs: dict[str, dict], result: dict[str, Any], out_dir: Path) 
     steps = max((row["steps"] for row in result["rows"]), default=1)
     grid = np.linspace(0, steps, 100)[1:]
     styles = ("-", "--", ":", "-.")
-    for algo in ALGOS:
-        members = sorted((r for r in runs.values() if r["spec"]["algo"] == algo), key=lambda r: r["spec"]["seed"])
+    for row_key in ROWS:
+        members = sorted((r for r in runs.values() if row_of(r) == row_key), key=lambda r: r["spec"]["seed"])
         for i, run in enumerate(members):
-            label = f"{algorithm_name(algo)}, seed {run['spec']['seed']}"
-            style = dict(color=COLORS[algo], ls=styles[i % len(styles)], lw=1.0, label=label)
+            label = f"{NAMES.get(row_key, algorithm_name(run['spec']['algo']))}, seed {run['spec']['seed']}"
+            style = dict(color=COLORS[row_key], ls=styles[i % len(styles)], lw=1.0, label=label)
             axes.flat[0].plot(grid, curve(run, grid), **style)
             for ax, key in zip(axes.flat[1:], FIGURE_KEYS, strict=True):
                 record = runner.recorded(run, key)
@@ -268,7 +306,7 @@ def write_figures(runs: dict[str, dict], result: dict[str, Any], out_dir: Path) 
                     ax.plot(record[:, 0], record[:, 1], **style)
     for row in result["rows"]:
         if row["kl_target"] is not None:
-            axes.flat[1].axhline(row["kl_target"], color=COLORS[row["algo"]], lw=0.8, ls=":", label=f"{row['name']} d_targ")
+            axes.flat[1].axhline(row["kl_target"], color=COLORS[row["row"]], lw=0.8, ls=":", label=f"{row['name']} d_targ")
     axes.flat[0].set_title("return (mean of the last 10 training episodes)")
     for ax, key in zip(axes.flat[1:], FIGURE_KEYS, strict=True):
         ax.set_title(_short(key))
@@ -278,7 +316,7 @@ def write_figures(runs: dict[str, dict], result: dict[str, Any], out_dir: Path) 
         ax.set_xlabel("timesteps")
         ax.grid(alpha=0.3)
     axes.flat[0].legend(fontsize=8)
-    fig.suptitle(f"{ENV_ID}: PPOKL and PPOClip with their shipped zoo entries")
+    fig.suptitle(f"{ENV_ID}: PPOKL and PPOClip with their shipped zoo entries, and PPOKL with PPOClip's entry")
     fig.tight_layout()
     fig.savefig(out_dir / "kl_vs_clip.png", dpi=110)
     plt.close(fig)
