@@ -19,7 +19,7 @@ within one standard deviation of PPOClip's, and a figure (return, policy_kl, kl_
 timesteps, every seed).
 
 These runs are also runs of ``benchmarks.zoo_table``'s ``full`` profile (the same run ids and specs: zoo budget
-1M steps, 10 evaluation episodes, the same record keys; seeds 0 and 1 of its three): each experiment copies the other's
+1M steps, 10 evaluation episodes, the same record keys, the same seeds 0 and 1): each experiment copies the other's
 finished runs instead of running them again (``runner.reuse_records``, the profiles' ``reuse``).
 
     python -m benchmarks.kl_vs_clip                  # profile quick: 1M steps, seeds 0 and 1 (4 runs; resumes)
