@@ -72,6 +72,18 @@ def command_line(experiment: str, argv: list[str]) -> str:
     return shlex.join(["python", "-m", f"benchmarks.{experiment}", *argv])
 
 
+def zoo_entries(algo: str) -> dict[str, Any]:
+    """
+    :param algo: one of our zoo keys (this package's file) or an rl-zoo3 key such as ``ppo`` (rl-zoo3's own file)
+    :return: the whole hyperparameter file of ``algo``: entry id (``default`` included) -> entry
+    """
+    if algo in ZOO_ALGOS:
+        return yaml.safe_load(hyperparams_file(algo).read_text())
+    import rl_zoo3
+
+    return yaml.load((Path(rl_zoo3.__file__).parent / "hyperparams" / f"{algo}.yml").read_text(), Loader=yaml.UnsafeLoader)
+
+
 def zoo_entry(algo: str, env_id: str, entry_id: str | None = None) -> dict[str, Any]:
     """
     The zoo entry that ``rl_zoo3.train`` would use.
@@ -83,12 +95,9 @@ def zoo_entry(algo: str, env_id: str, entry_id: str | None = None) -> dict[str, 
     :return: a copy of the entry
     """
     key = entry_id or env_id
+    entries = zoo_entries(algo)
     if algo in ZOO_ALGOS:
-        entries = yaml.safe_load(hyperparams_file(algo).read_text())
         return dict(entries.get(key, entries["default"]))
-    import rl_zoo3
-
-    entries = yaml.load((Path(rl_zoo3.__file__).parent / "hyperparams" / f"{algo}.yml").read_text(), Loader=yaml.UnsafeLoader)
     if key not in entries:
         raise KeyError(f"rl-zoo3's {algo}.yml has no entry {key}")
     return dict(entries[key])

@@ -22,8 +22,8 @@ A third row runs PPOKL with PPOClip's entry, its clipping replaced by PPOKL's ad
 (``benchmarks/kl_vs_clip_candidate.py``, an rl-zoo3 ``-conf`` file): the two surrogates with the same settings, and a
 candidate for ppo_kl.yml's HalfCheetah-v5 entry where the shipped one falls short.
 
-The shipped entries' runs are also runs of ``benchmarks.zoo_table``'s ``full`` profile (the same run ids and specs: zoo budget
-1M steps, 10 evaluation episodes, the same record keys; seeds 0 and 1 of its three): each experiment copies the other's
+The shipped entries' runs are also runs of ``benchmarks.zoo_table``'s ``full`` profile (the same run ids and specs: zoo
+budget 1M steps, 10 evaluation episodes, the same record keys, the same seeds 0 and 1): each experiment copies the other's
 finished runs instead of running them again (``runner.reuse_records``, the profiles' ``reuse``).
 
     python -m benchmarks.kl_vs_clip                  # profile quick: 1M steps, seeds 0 and 1 (6 runs; resumes)

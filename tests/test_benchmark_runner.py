@@ -193,6 +193,74 @@ def test_zoo_table_smoke(tmp_path):
     assert by_key["trpo_kl"]["mean"] == by_key["trpo"]["mean"]
 
 
+def test_zoo_table_full_profile_runs_every_entry_of_our_files_and_the_peers_apart():
+    entries = {algo: set(common.zoo_entries(algo)) - {"default"} for algo in ZOO_ALGOS}
+    assert set(zoo_table.FULL_ENVS) == set().union(*entries.values()) and zoo_table.FULL_ENVS[:6] == zoo_table.ENVS
+    full = zoo_table.make_specs(zoo_table.PROFILES["full"])
+    # each of ours exactly where its own file has an entry (no fall-back to `default`), at the entry's budget, 2 seeds
+    for algo in ZOO_ALGOS:
+        assert {spec.env_id for spec in full if spec.algo == algo} == entries[algo], algo
+    assert {spec.seed for spec in full} == {0, 1} and all(spec.steps == spec.labels["zoo_steps"] for spec in full)
+    assert len(full) == 2 * sum(map(len, entries.values())) and {spec.algo for spec in full} == set(ZOO_ALGOS)
+    # the peers: a profile of their own, their rl-zoo3 entries where there is one (older ids for the v5 tasks)
+    peers = {(spec.algo, spec.env_id): spec.labels for spec in zoo_table.make_specs(zoo_table.PROFILES["full-peers"])}
+    assert {algo for algo, _ in peers} == set(runner.PEERS)
+    assert (
+        peers["ppo", "HalfCheetah-v5"]["entry"] == "HalfCheetah-v4" and peers["ppo", "CartPole-v1"]["entry"] == "CartPole-v1"
+    )
+    assert peers["ppo", "Reacher-v5"]["note"] == "v2 entry run on the v5 task; the v2 id needs mujoco-py"
+    assert ("a2c", "Reacher-v5") not in peers and ("trpo", "InvertedPendulum-v5") not in peers
+    # quick is as it was: all seven algorithms on its six environments (ours on their file's default where no entry)
+    quick = zoo_table.make_specs(zoo_table.PROFILES["quick"])
+    assert len(quick) == 7 * 6 * 2 and {spec.env_id for spec in quick} == set(zoo_table.ENVS)
+    hopper = {spec.algo: spec.labels for spec in quick if spec.env_id == "Hopper-v5" and spec.seed == 0}
+    assert hopper["reinforce"]["entry"] == "Hopper-v5" and hopper["trpo"]["note"] == "v4 entry run on the v5 task"
+
+
+def test_zoo_table_verdict_is_one_sided_on_the_published_std():
+    assert zoo_table.verdict(-60.0, (-50.0, 10.0, "1M")) == {
+        "published": [-50.0, 10.0, "1M"],
+        "shortfall": 10.0,
+        "within_one_std": True,
+    }
+    assert zoo_table.verdict(-60.5, (-50.0, 10.0, "1M"))["within_one_std"] is False
+    assert zoo_table.verdict(9e9, (500.0, 0.0, "100k"))["within_one_std"] is True  # above the number: within
+    assert zoo_table.verdict(1.0, None) == {"published": None, "shortfall": None, "within_one_std": None}
+    assert [zoo_table.budget_text(steps) for steps in (1_000_000, 3_000_000, 500_000, 2_048)] == ["1M", "3M", "500k", "2.048k"]
+
+
+def test_zoo_table_full_report_from_synthetic_runs(tmp_path):
+    """The full profile's report on made-up evaluations (no training): verdicts, missing numbers and entries, seeds."""
+    profile = {**zoo_table.PROFILES["full"], "envs": ["CartPole-v1", "Pendulum-v1", "Reacher-v5"], "reuse": []}
+    evals = {"reinforce": [500.0], "ppo_kl": [-250.0, -290.0], "ppo_clip": [500.0, 500.0], "trpo_kl": [480.0, 470.0]}
+    (tmp_path / "runs").mkdir()
+    for spec in zoo_table.make_specs(profile):
+        if spec.seed < len(evals[spec.algo]):  # REINFORCE: seed 1 not finished
+            evaluation = {"mean": evals[spec.algo][spec.seed]}
+            runner.write_record({"spec": runner.spec_dict(spec), "wall_time_s": 1.0, "eval": evaluation}, tmp_path / "runs")
+    text = runner.report(zoo_table.EXPERIMENT, tmp_path, profile)
+    result = json.loads((tmp_path / "results.json").read_text())
+    rows = {(row["key"], row["env"]): row for row in result["rows"]}
+    assert result["not_run"] == [["reinforce", "Reacher-v5"]] and ("reinforce", "Reacher-v5") not in rows
+    assert rows["trpo_kl", "CartPole-v1"]["peer"] == "trpo" and rows["reinforce", "CartPole-v1"]["peer"] == "a2c"
+    lines = {tuple(line.split(" | ")[:2]): line for line in text.splitlines() if line.startswith("| ")}
+    assert lines["| TRPOKL", "CartPole-v1"].endswith(
+        "| 475.0 ± 5.0 | TRPO (sb3-contrib) | 500.0 ± 0.0 @ 100k | short by 25.0 (> 1 std) |"
+    )
+    assert lines["| PPOKL", "Pendulum-v1"].endswith("| PPO (SB3) | -172.2 ± 104.2 @ 100k | within 1 std of the peer |")
+    assert lines["| PPOClip", "Reacher-v5"].endswith("| no published number | no published number |")
+    assert lines["| REINFORCE", "CartPole-v1"].endswith("| within 1 std of the peer; incomplete: seeds [1] missing |")
+    assert "| REINFORCE | Pendulum-v1 | 1M | [0] | " in text
+    assert "REINFORCE with A2C (SB3); PPOKL and PPOClip with PPO (SB3); TRPOKL with TRPO (sb3-contrib)" in text
+    assert "short: PPOKL / CartPole-v1 (by 770.0), TRPOKL / CartPole-v1 (by 25.0); no published number: 3." in text
+    assert "Not run (the algorithm's file has no entry for the environment): REINFORCE / Reacher-v5." in text
+    # --report-only from results.json alone (the committed form) writes the same report
+    shutil.rmtree(tmp_path / "runs")
+    (tmp_path / "results.md").unlink()
+    run_main(zoo_table, "--profile", "full", "--report-only", "--output", str(tmp_path))
+    assert (tmp_path / "results.md").read_text() == text + "\n"
+
+
 def test_zoo_spec_follows_rl_zoo3():
     spec = runner.spec_from_zoo("x", "ppo_clip", "CartPole-v1", 0, common.zoo_entry("ppo_clip", "CartPole-v1"))
     assert spec.n_envs == 8 and spec.steps == 100_000 and spec.normalize is False

@@ -1,9 +1,11 @@
-"""rl-zoo3 integration: the start-up hook, register(), hyperparameter files, and the unchanged zoo commands.
+"""rl-zoo3 integration: the start-up hook, register(), hyperparameter files and what backs their `# Tuned` marks,
+and the unchanged zoo commands.
 
 The tests that start a Python subprocess (the hook at start-up, the zoo commands) are marked ``integration``.
 """
 
 import inspect
+import json
 import os
 import re
 import subprocess
@@ -301,3 +303,140 @@ def test_samplers_cover_the_package_knobs(key):
         seen |= {("learn_std", str(kwargs["policy_kwargs"].get("learn_std")))}
         algorithm_class(key)("MlpPolicy", env_id, **kwargs)  # a valid configuration
     assert {("truncation_as_terminal", "True"), ("truncation_as_terminal", "False"), ("learn_std", "False")} <= seen
+
+
+# A `# Tuned` mark (docs/zoo.md): in the comment lines directly above an entry, `# Tuned: <figure>` and
+# `# command: <command>`; the command is the full profile of the zoo table or one of the learning tests of this file
+TUNED = re.compile(r"^#\s*Tuned\b")
+FIELD = re.compile(r"^#\s*(Tuned|command):\s*(.*\S)\s*$")
+ZOO_TABLE_FULL = "python -m benchmarks.zoo_table --profile full"
+LEARNING_TEST = re.compile(r"pytest tests/test_zoo\.py::(\w+)\[(\w+)\]")
+
+
+def tuned_marks(text: str) -> dict[str, list[str]]:
+    """
+    :param text: a hyperparameter file
+    :return: the entries marked ``# Tuned``: entry id -> the comment lines directly above it (a ``# Tuned`` line
+        anywhere else raises ``ValueError``)
+    """
+    marks, block = {}, []
+    for number, line in enumerate([*text.splitlines(), ""], 1):
+        if line.startswith("#"):
+            block.append(line)
+            continue
+        marked = any(TUNED.match(comment) for comment in block)
+        entry = re.match(r"([^\s#][^:]*):", line)
+        if marked and entry is None:
+            raise ValueError(f"line {number - 1}: a # Tuned mark that is not directly above an entry")
+        if marked and entry is not None:
+            marks[entry.group(1)] = block
+        block = []
+    return marks
+
+
+def tuning_problems(algo: str, env_id: str, block: list[str], full: Path | None = None) -> list[str]:
+    """
+    What keeps a ``# Tuned`` mark from being backed (nothing: backed). The mark names a figure (a number) and a
+    command, and the command is one of:
+
+    - the zoo table's full profile (``python -m benchmarks.zoo_table --profile full [--only ALGO:ENV]``): its committed
+      ``results.json`` has the cell at the entry's budget (not capped) with >= 2 seeds, the figure contains its
+      ``mean ± std`` as the report writes it, and its committed ``manifest.json`` ran every seed with the entry as the
+      file has it now (an entry changed after its run is not backed);
+    - a learning test of this file (``pytest tests/test_zoo.py::<test>[<algo>]``): marked ``slow``, parametrised with
+      this algorithm, training this environment (with the unchanged zoo command, at the entry's budget), and asserting
+      the figure's threshold (``>= <number>`` in both).
+
+    :param full: the zoo table's full results (default: ``benchmarks/results/zoo_table/full``)
+    """
+    fields = dict(match.groups() for match in map(FIELD.match, block) if match)
+    figure, command = fields.get("Tuned", ""), fields.get("command", "")
+    if not re.search(r"\d", figure):
+        return [f"{algo}/{env_id}: `# Tuned: <figure>` names no figure"]
+    if command == ZOO_TABLE_FULL or command == f"{ZOO_TABLE_FULL} --only {algo}:{env_id}":
+        return _zoo_table_problems(algo, env_id, figure, full)
+    test = LEARNING_TEST.fullmatch(command)
+    if test is None:
+        return [f"{algo}/{env_id}: `# command:` is neither `{ZOO_TABLE_FULL}` nor `pytest tests/test_zoo.py::<test>[{algo}]`"]
+    function = globals().get(test.group(1))
+    if function is None:
+        return [f"{algo}/{env_id}: no test {test.group(1)} in tests/test_zoo.py"]
+    marks = getattr(function, "pytestmark", [])
+    algos = [value for mark in marks if mark.name == "parametrize" and mark.args[0] == "algo" for value in mark.args[1]]
+    source, threshold = inspect.getsource(function), re.search(r">= ?(-?[\d.]+)", figure)
+    problems = []
+    if not any(mark.name == "slow" for mark in marks) or test.group(2) != algo or algo not in algos:
+        problems.append(f"{algo}/{env_id}: {test.group(0)} is not a slow learning test parametrised with {algo}")
+    if f'"{env_id}"' not in source:
+        problems.append(f"{algo}/{env_id}: {test.group(1)} does not train {env_id}")
+    if threshold is None or not re.search(rf"assert .*>= ?{re.escape(threshold.group(1))}\b", source):
+        problems.append(f"{algo}/{env_id}: the figure's threshold (>= <number>) is not what {test.group(1)} asserts")
+    return problems
+
+
+def _zoo_table_problems(algo: str, env_id: str, figure: str, full: Path | None) -> list[str]:
+    from benchmarks import common, runner, zoo_table
+
+    full = full or common.RESULTS / "zoo_table" / "full"
+    results, manifest = full / "results.json", full / "manifest.json"
+    if not results.exists() or not manifest.exists():
+        return [f"{algo}/{env_id}: no committed results of the zoo table's full profile in {full}"]
+    rows = [row for row in json.loads(results.read_text())["rows"] if (row["key"], row["env"]) == (algo, env_id)]
+    if not rows or rows[0]["capped"] or len(rows[0]["seeds"]) < 2:
+        return [f"{algo}/{env_id}: {results} has no finished cell at the entry's budget with >= 2 seeds"]
+    row, problems = rows[0], []
+    if f"{row['mean']:.1f} ± {row['std']:.1f}" not in figure:
+        problems.append(f"{algo}/{env_id}: the figure is not the committed {row['mean']:.1f} ± {row['std']:.1f}")
+    ran = {spec["run_id"]: spec for spec in json.loads(manifest.read_text())["specs"]}
+    profile = {**zoo_table.PROFILES["full"], "envs": [env_id], "algos": [algo]}
+    for spec in zoo_table.make_specs(profile):
+        if spec.seed in row["seeds"] and not (
+            spec.run_id in ran and runner.reusable(runner.spec_dict(spec), {"spec": ran[spec.run_id]})
+        ):
+            problems.append(f"{algo}/{env_id}: {spec.run_id} did not run the entry as the file has it now")
+    return problems
+
+
+@pytest.mark.parametrize("algo", list(ZOO_ALGOS))
+def test_every_tuned_mark_is_backed_by_a_committed_run(algo):
+    for env_id, block in tuned_marks(hyperparams_file(algo).read_text()).items():
+        assert tuning_problems(algo, env_id, block) == []
+
+
+def test_tuned_marks_are_checked(tmp_path):
+    from benchmarks import runner, zoo_table
+
+    text = "# header\n\n# from rl-zoo3\n# Tuned: 500.0 ± 0.0\n# command: x\nCartPole-v1:\n  n_envs: 8\n\nAcrobot-v1:\n  a: 1\n"
+    assert tuned_marks(text) == {"CartPole-v1": ["# from rl-zoo3", "# Tuned: 500.0 ± 0.0", "# command: x"]}
+    with pytest.raises(ValueError, match="line 3: a # Tuned mark"):
+        tuned_marks("default:\n  a: 1\n# Tuned: 1\n\nCartPole-v1:\n")
+    # the learning-test route
+    test = "pytest tests/test_zoo.py::test_unchanged_zoo_train_reaches_475_on_cartpole"
+    assert tuning_problems("ppo_kl", "CartPole-v1", ["# Tuned: >= 475 (seed 0)", f"# command: {test}[ppo_kl]"]) == []
+    assert len(tuning_problems("ppo_kl", "CartPole-v1", ["# Tuned: >= 480", f"# command: {test}[ppo_kl]"])) == 1
+    assert len(tuning_problems("ppo_kl", "Acrobot-v1", ["# Tuned: >= 475", f"# command: {test}[ppo_kl]"])) == 1
+    assert len(tuning_problems("ppo_kl", "CartPole-v1", ["# Tuned: >= 475", f"# command: {test}[trpo_kl]"])) == 1
+    assert len(tuning_problems("ppo_kl", "CartPole-v1", ["# Tuned", f"# command: {test}[ppo_kl]"])) == 1
+    assert len(tuning_problems("ppo_kl", "CartPole-v1", ["# Tuned: >= 475"])) == 1
+    # the full-profile route: a committed cell with two seeds, its figure, the entry it ran
+    command = "# command: python -m benchmarks.zoo_table --profile full --only ppo_kl:CartPole-v1"
+    mark = ["# Tuned: 500.0 ± 0.0 (seeds 0, 1)", command]
+    assert tuning_problems("ppo_kl", "CartPole-v1", mark, tmp_path) != []  # nothing committed
+    profile = {**zoo_table.PROFILES["full"], "envs": ["CartPole-v1"], "algos": ["ppo_kl"]}
+    specs = zoo_table.make_specs(profile)
+    runs = {spec.run_id: {"spec": runner.spec_dict(spec), "wall_time_s": 1.0, "eval": {"mean": 500.0}} for spec in specs}
+    result = zoo_table.summarise(runs, profile)
+    (tmp_path / "results.json").write_text(json.dumps(result))
+    (tmp_path / "manifest.json").write_text(json.dumps({"specs": [runner.spec_dict(spec) for spec in specs]}))
+    assert tuning_problems("ppo_kl", "CartPole-v1", mark, tmp_path) == []
+    assert len(tuning_problems("ppo_kl", "CartPole-v1", ["# Tuned: 499.0 ± 0.0", command], tmp_path)) == 1
+    # the entry changed after the run
+    changed = [runner.spec_dict(spec) for spec in specs]
+    changed[0]["kwargs"]["kl_target"] = 0.02
+    (tmp_path / "manifest.json").write_text(json.dumps({"specs": changed}))
+    assert tuning_problems("ppo_kl", "CartPole-v1", mark, tmp_path) == [
+        "ppo_kl/CartPole-v1: ppo_kl-CartPole-v1-s0 did not run the entry as the file has it now"
+    ]
+    # one seed
+    (tmp_path / "results.json").write_text(json.dumps(zoo_table.summarise(dict(list(runs.items())[:1]), profile)))
+    assert "with >= 2 seeds" in tuning_problems("ppo_kl", "CartPole-v1", mark, tmp_path)[0]
