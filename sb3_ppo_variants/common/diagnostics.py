@@ -41,7 +41,7 @@ Observations = th.Tensor | dict[str, th.Tensor]
 
 
 @contextmanager
-def measuring(policy: BasePolicy, no_grad: bool = True, eval_mode: bool = True) -> Iterator[None]:
+def measuring(policy: BasePolicy, no_grad: bool = True, eval_mode: bool = True, fork_rng: bool = True) -> Iterator[None]:
     """
     Run a measurement on the policy without touching what is learned: eval mode (restored on exit), no gradient
     (unless the measurement differentiates, ``no_grad=False``; it must not touch ``.grad`` then), and PyTorch's
@@ -49,13 +49,15 @@ def measuring(policy: BasePolicy, no_grad: bool = True, eval_mode: bool = True) 
 
     :param eval_mode: False: leave the mode alone, for a forward pass that does not depend on it (a ``PolicyKernel``
         with ``mode_independent``: switching every module's mode twice costs more than its forward pass on CartPole)
+    :param fork_rng: False: leave the random state alone, for forward passes that draw no random numbers (the same
+        kernel's: linear layers, tanh / ReLU, log-probabilities and KLs)
     """
     was_training = policy.training
     devices = [policy.device] if policy.device.type == "cuda" else []
     if eval_mode:
         policy.set_training_mode(False)
     try:
-        with th.set_grad_enabled(not no_grad), th.random.fork_rng(devices=devices):
+        with th.set_grad_enabled(not no_grad), th.random.fork_rng(devices=devices, enabled=fork_rng):
             yield
     finally:
         if eval_mode:
@@ -122,7 +124,8 @@ class OldPolicy:
         return self.distributions[indices] if self.distributions is not None else None
 
     def _measuring(self, policy: BasePolicy) -> AbstractContextManager[None]:
-        return measuring(policy, eval_mode=self.kernel is None or not self.kernel.mode_independent)
+        standard = self.kernel is None or not self.kernel.mode_independent
+        return measuring(policy, eval_mode=standard, fork_rng=standard)
 
     def _get_distribution(self, policy: BasePolicy, observations: Observations) -> Distribution:
         if self.kernel is not None:
@@ -151,10 +154,16 @@ class GradientStatistics:
     computed anyway); read once at the end (no device sync per minibatch).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, plain: Callable[[th.Tensor], th.Tensor] | None = None) -> None:
+        """
+        :param plain: turns a vector in the layout of the gradients given to ``add`` into the parameters' values end to
+            end (the fast path's gradients carry FlatAdam's alignment padding: zeros, which ``mean @ mean`` would sum in
+            another order); None: they are plain
+        """
         self.count = 0
         self.sum: th.Tensor | None = None
         self.norms: list[th.Tensor] = []
+        self.plain = plain
 
     def add(self, gradient: th.Tensor, norm: th.Tensor) -> None:
         """
@@ -173,6 +182,8 @@ class GradientStatistics:
         if self.count < 2 or self.sum is None:
             return float("nan")
         mean = self.sum / self.count
+        if self.plain is not None:
+            mean = self.plain(mean)
         signal = float(mean @ mean)
         noise = float((th.stack(self.norms).double() ** 2).mean()) - signal
         if noise <= 0.0:
@@ -246,8 +257,12 @@ class Diagnostics:
         """:return: whether anything is measured (``level != "off"``)"""
         return self.level != "off"
 
-    def begin_update(self) -> None:
-        """Start the statistics of a new update."""
+    def begin_update(self, plain: Callable[[th.Tensor], th.Tensor] | None = None) -> None:
+        """
+        Start the statistics of a new update.
+
+        :param plain: the layout of the gradients ``add_minibatch`` will get (``GradientStatistics``; None: plain)
+        """
 
     def add_minibatch(self, ratio: th.Tensor, gradient: Callable[[], th.Tensor], grad_norm: th.Tensor) -> None:
         """
@@ -295,9 +310,9 @@ class BasicDiagnostics(Diagnostics):
     def __init__(self) -> None:
         self.begin_update()
 
-    def begin_update(self) -> None:
+    def begin_update(self, plain: Callable[[th.Tensor], th.Tensor] | None = None) -> None:
         self._ratios = RatioStatistics()
-        self._gradients = GradientStatistics()
+        self._gradients = GradientStatistics(plain)
 
     def add_minibatch(self, ratio: th.Tensor, gradient: Callable[[], th.Tensor], grad_norm: th.Tensor) -> None:
         self._ratios.add(ratio)

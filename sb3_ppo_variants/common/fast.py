@@ -627,9 +627,16 @@ class StandardUpdate:
         return th.nn.utils.clip_grad_norm_(self.policy.parameters(), max_norm)
 
     def gradient(self) -> th.Tensor:
-        """:return: the minibatch gradient before clipping as one flat vector (``clip_grad_norm(keep_gradient=True)``)"""
+        """
+        :return: the minibatch gradient before clipping as one flat vector (``clip_grad_norm(keep_gradient=True)``), in
+            the layout ``plain`` turns into the parameters' gradients end to end
+        """
         assert self._raw is not None, "clip_grad_norm(..., keep_gradient=True) keeps the gradient"
         return self._raw
+
+    def plain(self, vector: th.Tensor) -> th.Tensor:
+        """:return: a vector in the layout of ``gradient()`` as the parameters' values end to end (here: itself)"""
+        return vector
 
     def step(self) -> None:
         self.optimizer.step()
@@ -730,9 +737,16 @@ class FastUpdate(StandardUpdate):
         clip_coef_clamped = th.clamp(clip_coef, max=1.0)
         flat = self.adam.concatenate(grads)
         if keep_gradient:
-            self._raw = th.cat([grad.reshape(-1) for grad in grads])
-        self._grad = flat.mul_(clip_coef_clamped)
+            # the flat gradient itself (FlatAdam's layout, see plain), clipped out of place: the same values
+            self._raw = flat
+            self._grad = flat * clip_coef_clamped
+        else:
+            self._grad = flat.mul_(clip_coef_clamped)
         return total_norm
+
+    def plain(self, vector: th.Tensor) -> th.Tensor:
+        """:return: a vector in FlatAdam's layout (``gradient()``'s) without the alignment padding"""
+        return th.cat([view.reshape(-1) for view in self.adam.views(vector)])
 
     def step(self) -> None:
         assert self._grad is not None

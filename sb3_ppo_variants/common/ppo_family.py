@@ -148,7 +148,7 @@ class InstrumentedPPO(ReferenceRollouts, GuardedRollouts, FastPathAlgorithm, Mea
         # SB3's minibatches, forward pass and optimisation step, or the fast path's (the same arithmetic)
         steps = self._update_steps()
         old_policy = self._old_policy(steps.kernel)
-        self._measurement.begin_update()
+        self._measurement.begin_update(steps.plain)
         steps.begin()
 
         continue_training = True
