@@ -43,7 +43,7 @@ import numpy as np
 
 from benchmarks import runner
 from benchmarks.kl_vs_clip_candidate import candidate_entry
-from benchmarks.runner import DIAGNOSTIC_KEYS, RunSpec, algorithm_name, curve, final_score, spec_from_zoo, zoo_command, zoo_run
+from benchmarks.runner import DIAGNOSTIC_KEYS, RunSpec, algorithm_name, curve, final_score, zoo_run
 
 ENV_ID = "HalfCheetah-v5"
 ALGOS = ("ppo_kl", "ppo_clip")
@@ -86,22 +86,35 @@ def make_specs(profile: dict[str, Any]) -> list[RunSpec]:
         for algo in ALGOS:
             overrides = profile.get("overrides", {}).get(algo)
             specs.append(zoo_run(algo, ENV_ID, seed, profile["steps"], overrides=overrides, **fields))
-        entry = {**candidate_entry(), **profile.get("overrides", {}).get(CANDIDATE, {})}
-        steps = int(float(entry["n_timesteps"]))
-        command = zoo_command("ppo_kl", ENV_ID, seed, f" -conf {CANDIDATE_CONF}")
-        labels = {
-            "row": CANDIDATE,
-            "command": command + (f" -n {profile['steps']}" if profile["steps"] != steps else ""),
-            "zoo_steps": steps,
-        }
-        run_id = f"{CANDIDATE}-{ENV_ID}-s{seed}"
-        specs.append(spec_from_zoo(run_id, "ppo_kl", ENV_ID, seed, entry, steps=profile["steps"], labels=labels, **fields))
+        specs.append(
+            zoo_run(
+                "ppo_kl",
+                ENV_ID,
+                seed,
+                profile["steps"],
+                overrides=profile.get("overrides", {}).get(CANDIDATE),
+                labels={"row": CANDIDATE},
+                conf=(CANDIDATE_CONF, candidate_entry()),
+                run_id=f"{CANDIDATE}-{ENV_ID}-s{seed}",
+                **fields,
+            )
+        )
     return specs
 
 
 def row_of(run: dict) -> str:
     """:return: the report row of a run: its ``row`` label (the candidate), else its algorithm"""
     return run["spec"]["labels"].get("row", run["spec"]["algo"])
+
+
+def members_of(runs: dict[str, dict], row_key: str) -> list[dict]:
+    """:return: the runs of a report row, by seed"""
+    return sorted((r for r in runs.values() if row_of(r) == row_key), key=lambda r: r["spec"]["seed"])
+
+
+def row_name(row_key: str, algo: str) -> str:
+    """:return: the name of a report row"""
+    return NAMES.get(row_key, algorithm_name(algo))
 
 
 def values(run: dict, key: str) -> np.ndarray:
@@ -123,7 +136,7 @@ def summarise(runs: dict[str, dict], profile: dict[str, Any]) -> dict[str, Any]:
     """:return: the content of ``results.json``: one row per algorithm (seeds listed), and the acceptance check"""
     rows = []
     for row_key in ROWS:
-        members = sorted((r for r in runs.values() if row_of(r) == row_key), key=lambda r: r["spec"]["seed"])
+        members = members_of(runs, row_key)
         if not members:
             continue
         final = [final_score(r) for r in members]
@@ -145,7 +158,7 @@ def summarise(runs: dict[str, dict], profile: dict[str, Any]) -> dict[str, Any]:
             {
                 "row": row_key,
                 "algo": algo,
-                "name": NAMES.get(row_key, algorithm_name(algo)),
+                "name": row_name(row_key, algo),
                 "seeds": [r["spec"]["seed"] for r in members],
                 "steps": members[0]["spec"]["steps"],
                 "eval_episodes": members[0]["spec"]["eval_episodes"],
@@ -187,6 +200,11 @@ def within_one_std(row: dict, clip: dict) -> bool:
         more than that is not a failure
     """
     return bool(row["final_mean"] >= clip["final_mean"] - clip["final_std"])
+
+
+def _against_clip(within: bool) -> str:
+    """:return: how a mean final return stands to PPOClip's, as ``within_one_std`` decided"""
+    return "within one standard deviation of or above" if within else "more than one standard deviation below"
 
 
 def _pm(mean: float, std: float) -> str:
@@ -247,24 +265,17 @@ def closing_note(result: dict[str, Any]) -> list[str]:
     if not check:
         return ["Acceptance check: not computable (the runs of both algorithms are needed)."]
     gap = check["ppo_kl_mean"] - check["ppo_clip_mean"]
-    within = (
-        "within one standard deviation of or above" if check["within_one_std"] else "more than one standard deviation below"
-    )
     lines = [
-        f"Acceptance check: PPOKL's mean final return {check['ppo_kl_mean']:.0f} is {within} "
+        f"Acceptance check: PPOKL's mean final return {check['ppo_kl_mean']:.0f} is {_against_clip(check['within_one_std'])} "
         f"PPOClip's ({check['ppo_clip_mean']:.0f} ± {check['ppo_clip_std']:.0f}; difference {gap:+.0f}; seeds "
         f"{check['seeds'][0]} and {check['seeds'][1]}).",
     ]
     by_row = {row["row"]: row for row in result["rows"]}
     kl, clip = by_row["ppo_kl"], by_row["ppo_clip"]
     if "candidate_mean" in check:
-        within = (
-            "within one standard deviation of or above"
-            if check["candidate_within_one_std"]
-            else "more than one standard deviation below"
-        )
         lines.append(
-            f"The candidate (PPOKL with PPOClip's entry): mean final return {check['candidate_mean']:.0f}, {within} "
+            f"The candidate (PPOKL with PPOClip's entry): mean final return {check['candidate_mean']:.0f}, "
+            f"{_against_clip(check['candidate_within_one_std'])} "
             f"PPOClip's (difference {check['candidate_mean'] - check['ppo_clip_mean']:+.0f})."
         )
 
@@ -305,9 +316,8 @@ def write_figures(runs: dict[str, dict], result: dict[str, Any], out_dir: Path) 
     grid = np.linspace(0, steps, 100)[1:]
     styles = ("-", "--", ":", "-.")
     for row_key in ROWS:
-        members = sorted((r for r in runs.values() if row_of(r) == row_key), key=lambda r: r["spec"]["seed"])
-        for i, run in enumerate(members):
-            label = f"{NAMES.get(row_key, algorithm_name(run['spec']['algo']))}, seed {run['spec']['seed']}"
+        for i, run in enumerate(members_of(runs, row_key)):
+            label = f"{row_name(row_key, run['spec']['algo'])}, seed {run['spec']['seed']}"
             style = dict(color=COLORS[row_key], ls=styles[i % len(styles)], lw=1.0, label=label)
             axes.flat[0].plot(grid, curve(run, grid), **style)
             for ax, key in zip(axes.flat[1:], FIGURE_KEYS, strict=True):

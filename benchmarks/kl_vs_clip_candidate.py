@@ -10,9 +10,7 @@ by PPOKL's adaptive penalty as ppo_kl.yml ships it (``kl_controller: adaptive``,
 the same settings but for the surrogate, read from the two files so that it follows them.
 """
 
-import yaml
-
-from sb3_ppo_variants.zoo.registration import hyperparams_file
+from benchmarks.common import zoo_entry
 
 ENV_ID = "HalfCheetah-v5"
 #: the keys of PPOKL's penalty, taken from ppo_kl.yml's entry
@@ -21,8 +19,7 @@ PENALTY_KEYS = ("kl_controller", "kl_target", "kl_coef")
 
 def candidate_entry(env_id: str = ENV_ID) -> dict:
     """:return: ppo_clip.yml's entry of ``env_id`` without ``clip_range``, with ppo_kl.yml's penalty settings"""
-    clip = yaml.safe_load(hyperparams_file("ppo_clip").read_text())[env_id]
-    kl = yaml.safe_load(hyperparams_file("ppo_kl").read_text())[env_id]
+    clip, kl = zoo_entry("ppo_clip", env_id), zoo_entry("ppo_kl", env_id)
     entry = {key: value for key, value in clip.items() if key != "clip_range"}
     entry.update({key: kl[key] for key in PENALTY_KEYS})
     return entry

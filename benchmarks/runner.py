@@ -593,6 +593,8 @@ def zoo_run(
     entry_id: str | None = None,
     overrides: dict[str, Any] | None = None,
     labels: dict[str, Any] | None = None,
+    conf: tuple[str, dict[str, Any]] | None = None,
+    run_id: str | None = None,
     **fields: Any,
 ) -> RunSpec:
     """
@@ -602,16 +604,21 @@ def zoo_run(
     :param steps: the budget (default: the entry's ``n_timesteps``, at most ``cap``)
     :param entry_id: the entry rl-zoo3 reads, where it is not ``env_id``'s own (``zoo_entry``)
     :param overrides: arguments replacing the entry's
+    :param conf: an rl-zoo3 hyperparameter file of its own (``-conf``) and the entry it gives, instead of the
+        algorithm's file
+    :param run_id: the run's id, where it is not ``{algo}-{env_id}-s{seed}``
     :param fields: further :class:`RunSpec` fields (``eval_episodes``, ``record_keys``, ...)
     """
-    entry = zoo_entry(algo, env_id, entry_id)
+    entry = dict(conf[1]) if conf else zoo_entry(algo, env_id, entry_id)
     zoo_steps = int(float(entry.get("n_timesteps", 1e6)))
     if steps is None:
         steps = min(zoo_steps, cap) if cap else zoo_steps
     entry.update(overrides or {})
-    command = zoo_command(algo, entry_id or env_id, seed, f" -n {steps}" if steps != zoo_steps else "")
+    extra = (f" -conf {conf[0]}" if conf else "") + (f" -n {steps}" if steps != zoo_steps else "")
+    command = zoo_command(algo, entry_id or env_id, seed, extra)
     run_labels = {"command": command, "zoo_steps": zoo_steps, **(labels or {})}
-    return spec_from_zoo(f"{algo}-{env_id}-s{seed}", algo, env_id, seed, entry, steps=steps, labels=run_labels, **fields)
+    run_id = run_id or f"{algo}-{env_id}-s{seed}"
+    return spec_from_zoo(run_id, algo, env_id, seed, entry, steps=steps, labels=run_labels, **fields)
 
 
 def spec_from_zoo(run_id: str, algo: str, env_id: str, seed: int, entry: dict[str, Any], **fields: Any) -> RunSpec:
