@@ -372,3 +372,29 @@ def test_an_optimizer_step_taken_outside_train_is_seen_by_the_next_update():
         model.set_random_seed(3)
         model.learn(PPO_SETTINGS["n_steps"] * N_ENVS, reset_num_timesteps=False)
     assert_same_model(*models)
+
+
+def test_the_kept_kernel_follows_changes_to_the_policy_between_updates():
+    """
+    The kernel is kept between rollouts and updates while the policy is unchanged; a forward hook, a replaced module or
+    a replaced parameter between two ``learn`` calls is seen by the next one: the hook makes the standard code run, a
+    replaced layer is the one the next update trains (the same results as the standard path with the same change).
+    """
+    models = [_train(PPOClip, "Box", False, 0, fast=fast) for fast in (True, False)]
+    model = models[0]
+    kernel = model._kernel()
+    assert kernel is not None and model._kernel() is kernel  # kept
+    handle = model.policy.action_net.register_forward_hook(lambda module, args, output: None)
+    assert model._kernel() is None and "hooks" in model.fast_path_fallback()
+    handle.remove()
+    assert model._kernel() is not None
+    for each in models:
+        th.manual_seed(5)
+        each.policy.action_net = th.nn.Linear(16, 1)  # a new module (its own weights), outside the optimizer
+        each.policy.log_std = th.nn.Parameter(th.full((1,), -0.5))  # a new parameter
+        each.policy.optimizer = each.policy.optimizer_class(each.policy.parameters(), lr=3e-4)
+        each.set_random_seed(3)
+        each.learn(PPO_SETTINGS["n_steps"] * N_ENVS, reset_num_timesteps=False)
+    assert model._kernel() is not kernel
+    assert model._kernel()._action_net[0] is model.policy.action_net.weight
+    assert_same_model(*models)

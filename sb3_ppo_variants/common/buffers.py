@@ -12,14 +12,29 @@ from stable_baselines3.common.type_aliases import DictRolloutBufferSamples, Roll
 
 Samples = RolloutBufferSamples | DictRolloutBufferSamples
 Observations = th.Tensor | dict[str, th.Tensor]
+#: the arrays besides the observations that SB3's ``RolloutBuffer.get`` and ``DictRolloutBuffer.get`` flatten
+_FLATTENED = ("actions", "values", "log_probs", "advantages", "returns")
 
 
 def ensure_flattened(buffer: RolloutBuffer | DictRolloutBuffer) -> None:
     """
-    Make SB3 flatten the (n_steps, n_envs, ...) arrays of a full buffer into (n_steps * n_envs, ...),
-    using the buffer's own ``get`` code, without consuming NumPy's global random state.
+    Make SB3 flatten the (n_steps, n_envs, ...) arrays of a full buffer into (n_steps * n_envs, ...), as its ``get``
+    does before the first minibatch, without consuming NumPy's global random state: for SB3's own two classes, the
+    statements of their ``get`` (``swap_and_flatten`` of the arrays ``_FLATTENED`` names); for any other class, its own
+    ``get`` code, with the random state saved and restored around it.
     """
-    if not buffer.generator_ready:
+    if buffer.generator_ready:
+        return
+    if type(buffer) in (RolloutBuffer, DictRolloutBuffer):
+        if isinstance(buffer.observations, dict):
+            for key, obs in buffer.observations.items():
+                buffer.observations[key] = buffer.swap_and_flatten(obs)
+        else:
+            buffer.observations = buffer.swap_and_flatten(buffer.observations)
+        for name in _FLATTENED:
+            buffer.__dict__[name] = buffer.swap_and_flatten(buffer.__dict__[name])
+        buffer.generator_ready = True
+    else:
         state = np.random.get_state()
         next(buffer.get(buffer.buffer_size * buffer.n_envs))
         np.random.set_state(state)

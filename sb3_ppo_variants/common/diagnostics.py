@@ -20,7 +20,7 @@ import copy
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch as th
@@ -123,9 +123,12 @@ class OldPolicy:
         """:return: the old policy's distributions on a minibatch (None with the sample-based KL)"""
         return self.distributions[indices] if self.distributions is not None else None
 
-    def _measuring(self, policy: BasePolicy) -> AbstractContextManager[None]:
-        standard = self.kernel is None or not self.kernel.mode_independent
-        return measuring(policy, eval_mode=standard, fork_rng=standard)
+    def _measuring(self, policy: BasePolicy) -> AbstractContextManager[Any]:
+        if self.kernel is not None and self.kernel.mode_independent:
+            # measuring(policy, eval_mode=False, fork_rng=False): the kernel's forward passes neither depend on the mode
+            # nor draw random numbers
+            return th.no_grad()
+        return measuring(policy)
 
     def _get_distribution(self, policy: BasePolicy, observations: Observations) -> Distribution:
         if self.kernel is not None:

@@ -83,6 +83,8 @@ _LOG_SQRT_2PI = math.log(math.sqrt(2 * math.pi))
 #: as torch rounds a Python float operand of a float32 tensor operation (NumPy 2 does the same; explicit here)
 _LOG_SQRT_2PI_32 = np.float32(_LOG_SQRT_2PI)
 _GAUSSIAN_ENTROPY = 0.5 + 0.5 * math.log(2 * math.pi)
+#: clip_grad_norm_'s 1e-6 as a float32 tensor operation rounds it
+_ONE_E_MINUS_6_32 = np.float32(1e-6)
 
 
 def kernel_fallback(policy: BasePolicy) -> str | None:
@@ -117,6 +119,22 @@ def kernel_fallback(policy: BasePolicy) -> str | None:
     return None
 
 
+def _module_tree(policy: BasePolicy) -> tuple[list[th.nn.Module], tuple[Any, ...]]:
+    """
+    :return: the modules of the policy (each once, as ``modules()`` gives them) and a signature of what
+        ``kernel_fallback`` checks that can change on the same policy object: the identities of the modules, of their
+        parameters and of the distribution and observation space, whether a module has forward hooks, the flags
+    """
+    modules = list(policy.modules())
+    signature: list[Any] = [type(policy), id(policy.action_dist), id(policy.observation_space), policy.squash_output]
+    signature.append(getattr(policy, "normalize_images", None))
+    for module in modules:
+        signature.append(id(module))
+        signature.append(bool(module._forward_hooks or module._forward_pre_hooks))
+        signature.extend(id(parameter) for parameter in module._parameters.values())
+    return modules, tuple(signature)
+
+
 def _categorical(normalised_logits: th.Tensor) -> Categorical:
     """``Categorical(logits=...)`` around logits already normalised (as its ``__init__`` leaves them), unvalidated."""
     distribution = Categorical.__new__(Categorical)
@@ -143,6 +161,13 @@ class PolicyKernel:
     """
 
     def __init__(self, policy: ActorCriticPolicy) -> None:
+        self.policy = policy
+        self.observation_space = policy.observation_space  # alive while its id is in the signature
+        self._modules, self.signature = _module_tree(policy)
+        #: every module's train/eval switch is nn.Module's own (set_training_mode may set the flags directly)
+        self._plain_modes = type(policy).set_training_mode is BasePolicy.set_training_mode and all(
+            type(module).train is th.nn.Module.train for module in self._modules
+        )
         self.action_dist = policy.action_dist
         # the distribution family, tested once (isinstance on SB3's abstract classes costs a microsecond per call)
         self.gaussian = isinstance(policy.action_dist, DiagGaussianDistribution)
@@ -169,6 +194,29 @@ class PolicyKernel:
             return None
         assert isinstance(policy, ActorCriticPolicy)
         return PolicyKernel(policy)
+
+    def current(self, policy: BasePolicy) -> bool:
+        """
+        :return: whether this kernel still computes what ``policy`` computes: the same policy object, with the same
+            modules, parameters, distribution and hooks as when the kernel was built (``kernel_fallback`` found no reason
+            then), still on the CPU; a kernel kept between rollouts and updates is checked with this
+        """
+        return policy is self.policy and _module_tree(policy)[1] == self.signature and self._action_net[0].device.type == "cpu"
+
+    def forget(self) -> None:
+        """
+        Drop what was computed from the parameters' values (the rollout's standard deviation): a kernel kept for the
+        next rollout or update must not trust it (FlatAdam's in-place steps do not move a parameter's ``_version``)
+        """
+        self._std_cache = None
+
+    def set_training_mode(self, mode: bool) -> None:
+        """``policy.set_training_mode(mode)``: ``nn.Module.train(mode)`` sets ``training`` on every module of the tree"""
+        if not self._plain_modes:
+            self.policy.set_training_mode(mode)
+            return
+        for module in self._modules:
+            object.__setattr__(module, "training", mode)
 
     # ----- networks --------------------------------------------------------------------------------
 
@@ -466,6 +514,10 @@ class FlatAdam:
         self.offsets = [sum(padded[:i]) for i in range(len(padded))]
         self.numel = sum(padded)
         self._padding = [th.zeros(pad - size) if pad > size else None for pad, size in zip(padded, self.sizes, strict=True)]
+        #: the positions of the parameters' values in a flat tensor (the padding left out), in order
+        self.unpadded = th.cat(
+            [th.arange(offset, offset + size) for offset, size in zip(self.offsets, self.sizes, strict=True)]
+        )
         self._pointers: list[int] = []
         self._states: list[dict[str, th.Tensor]] = []
         self.flat = th.empty(0)
@@ -589,6 +641,10 @@ class StandardUpdate:
         #: the fast path's forward passes (None: the policy's own)
         self.kernel: PolicyKernel | None = None
 
+    def set_training_mode(self, mode: bool) -> None:
+        """``policy.set_training_mode(mode)``"""
+        self.policy.set_training_mode(mode)
+
     def begin(self) -> None:
         pass
 
@@ -669,6 +725,9 @@ class FastUpdate(StandardUpdate):
         self._grad: th.Tensor | None = None  # the flat clipped gradient of the last step
         self._data: _Rollout | None = None
 
+    def set_training_mode(self, mode: bool) -> None:
+        self.kernel.set_training_mode(mode)
+
     def begin(self) -> None:
         self.adam.begin()
         self._grad = None
@@ -733,8 +792,12 @@ class FastUpdate(StandardUpdate):
         grads = self._grads()
         norms = th._foreach_norm(grads, 2.0)
         total_norm = th.linalg.vector_norm(th.stack(norms), 2.0)
-        clip_coef = float(max_norm) / (total_norm + 1e-6)
-        clip_coef_clamped = th.clamp(clip_coef, max=1.0)
+        # clip_coef = max_norm / (total_norm + 1e-6) (Tensor.__rtruediv__: reciprocal() * max_norm), then
+        # clamp(max=1.0): the same float32 operations on the same numbers in NumPy (correctly rounded in either library),
+        # without a torch call's overhead each; the product below takes it as a Python float holding that float32 value
+        sum_32 = np.float32(total_norm.item()) + _ONE_E_MINUS_6_32
+        clip_coef = (np.float32(1.0) / sum_32) * np.float32(max_norm)
+        clip_coef_clamped = float(np.minimum(clip_coef, np.float32(1.0)))
         flat = self.adam.concatenate(grads)
         if keep_gradient:
             # the flat gradient itself (FlatAdam's layout, see plain), clipped out of place: the same values
@@ -746,7 +809,7 @@ class FastUpdate(StandardUpdate):
 
     def plain(self, vector: th.Tensor) -> th.Tensor:
         """:return: a vector in FlatAdam's layout (``gradient()``'s) without the alignment padding"""
-        return th.cat([view.reshape(-1) for view in self.adam.views(vector)])
+        return vector.index_select(0, self.adam.unpadded)
 
     def step(self) -> None:
         assert self._grad is not None
@@ -802,6 +865,8 @@ class FastPathAlgorithm(OnPolicyAlgorithm):
     truncation_as_terminal: bool = False
     #: the flat buffers of the fast update, by optimizer (not saved: rebuilt from the parameters and the optimizer's state)
     _flat_adams: dict[int, FlatAdam] | None = None
+    #: the policy's kernel (not saved: rebuilt from the policy)
+    _kernel_cache: PolicyKernel | None = None
 
     def fast_path_fallback(self, part: str = "rollout") -> str | None:
         """
@@ -816,8 +881,18 @@ class FastPathAlgorithm(OnPolicyAlgorithm):
         return reason
 
     def _kernel(self) -> PolicyKernel | None:
-        """:return: the policy's kernel for one rollout or update, None when the standard code runs"""
-        return PolicyKernel.of(self.policy) if self.fast else None
+        """
+        :return: the policy's kernel for the next rollout or update, None when the standard code runs; kept between
+            them while it is ``current`` (rebuilt, with ``kernel_fallback``'s checks, when the policy changed)
+        """
+        if not self.fast:
+            return None
+        kernel = self._kernel_cache
+        if kernel is None or not kernel.current(self.policy):
+            kernel = self._kernel_cache = PolicyKernel.of(self.policy)
+        elif kernel is not None:
+            kernel.forget()
+        return kernel
 
     def _update_steps(
         self, params: list[th.nn.Parameter] | None = None, optimizer: th.optim.Optimizer | None = None
@@ -844,7 +919,7 @@ class FastPathAlgorithm(OnPolicyAlgorithm):
         return None if self._flat_adams is None else self._flat_adams.get(id(self.policy.optimizer))
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "_flat_adams"]
+        return [*super()._excluded_save_params(), "_flat_adams", "_kernel_cache"]
 
     def collect_rollouts(
         self,
@@ -864,7 +939,7 @@ class FastPathAlgorithm(OnPolicyAlgorithm):
             return super().collect_rollouts(env, callback, rollout_buffer, n_rollout_steps)
         assert self._last_obs is not None, "No previous observation was provided"
         # Switch to eval mode (this affects batch norm / dropout)
-        self.policy.set_training_mode(False)
+        kernel.set_training_mode(False)
 
         n_steps = 0
         rollout_buffer.reset()

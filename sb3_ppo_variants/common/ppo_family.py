@@ -131,8 +131,10 @@ class InstrumentedPPO(ReferenceRollouts, GuardedRollouts, FastPathAlgorithm, Mea
         Update policy using the currently gathered rollout buffer.
         (SB3 PPO's ``train``, with ``_policy_loss`` as the policy term, the measurement calls and the numerical guard.)
         """
+        # SB3's minibatches, forward pass and optimisation step, or the fast path's (the same arithmetic)
+        steps = self._update_steps()
         # Switch to train mode (this affects batch norm / dropout)
-        self.policy.set_training_mode(True)
+        steps.set_training_mode(True)
         # Update optimizer learning rate
         self._update_learning_rate(self.policy.optimizer)
         # Compute current clip range (None: no clipping)
@@ -145,8 +147,6 @@ class InstrumentedPPO(ReferenceRollouts, GuardedRollouts, FastPathAlgorithm, Mea
         pg_losses, value_losses = [], []
         losses, approx_kl_divs = [], []
         policy_loss_terms: list[dict[str, th.Tensor]] = []
-        # SB3's minibatches, forward pass and optimisation step, or the fast path's (the same arithmetic)
-        steps = self._update_steps()
         old_policy = self._old_policy(steps.kernel)
         self._measurement.begin_update(steps.plain)
         steps.begin()
