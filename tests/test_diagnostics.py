@@ -49,6 +49,20 @@ def test_clip_fractions_by_hand():
     assert "clip_fraction_low" not in stats.summary()
 
 
+def test_ratio_statistics_of_equal_minibatches_by_hand():
+    """Minibatches of one size (read as rows): the same quantities as for unequal ones."""
+    stats = RatioStatistics()
+    stats.add(th.tensor([0.7, 1.0, 1.3]))
+    stats.add(th.tensor([1.0, 1.0, 1.25]))
+    summary = stats.summary(clip_range=0.2)
+    # ESS per minibatch: (sum w)^2 / (n sum w^2)
+    ess = [3.0**2 / (3 * (0.49 + 1 + 1.69)), 3.25**2 / (3 * (1 + 1 + 1.5625))]
+    assert summary["ess"] == pytest.approx(sum(ess) / 2)
+    assert summary["clip_fraction_low"] == pytest.approx((1 / 3 + 0) / 2)
+    assert summary["clip_fraction_high"] == pytest.approx((1 / 3 + 1 / 3) / 2)
+    assert summary["ratio_max"] == pytest.approx(1.3) and summary["ratio_min"] == pytest.approx(0.7)
+
+
 def grad_snr(gradients: list[th.Tensor]) -> float:
     stats = GradientStatistics()
     for gradient in gradients:

@@ -226,10 +226,19 @@ class RatioStatistics:
         if not self._ratios:
             return {}
         ratios = th.cat(self._ratios).double().cpu().numpy()
-        starts = np.cumsum([0] + [len(r) for r in self._ratios[:-1]])
-        sizes = np.array([len(r) for r in self._ratios], dtype=np.float64)
-        sums = np.add.reduceat(ratios, starts)
-        sums_sq = np.add.reduceat(ratios**2, starts)
+        sizes = np.array([len(r) for r in self._ratios])
+        if (sizes == sizes[0]).all():
+            # minibatches of one size (the usual case): one row each
+
+            def per_minibatch(values: np.ndarray) -> np.ndarray:
+                return values.reshape(len(sizes), -1).sum(axis=1)
+        else:
+            starts = np.concatenate(([0], np.cumsum(sizes[:-1])))
+
+            def per_minibatch(values: np.ndarray) -> np.ndarray:
+                return np.add.reduceat(values, starts)
+
+        sums, sums_sq = per_minibatch(ratios), per_minibatch(ratios * ratios)
         values = {
             "ratio_mean": float(ratios.mean()),
             "ratio_std": float(ratios.std()),
@@ -238,8 +247,8 @@ class RatioStatistics:
             "ess": float(np.mean(sums**2 / (sizes * sums_sq))),
         }
         if clip_range is not None:
-            values["clip_fraction_low"] = float(np.mean(np.add.reduceat(ratios < 1 - clip_range, starts) / sizes))
-            values["clip_fraction_high"] = float(np.mean(np.add.reduceat(ratios > 1 + clip_range, starts) / sizes))
+            values["clip_fraction_low"] = float(np.mean(per_minibatch(ratios < 1 - clip_range) / sizes))
+            values["clip_fraction_high"] = float(np.mean(per_minibatch(ratios > 1 + clip_range) / sizes))
         return values
 
 
