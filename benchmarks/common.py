@@ -84,6 +84,12 @@ def zoo_entries(algo: str) -> dict[str, Any]:
     return yaml.load((Path(rl_zoo3.__file__).parent / "hyperparams" / f"{algo}.yml").read_text(), Loader=yaml.UnsafeLoader)
 
 
+#: (zoo key, entry id) of the PPO paper's MuJoCo settings (Schulman et al. 2017, Table 3): the entry ppo_kl.yml gives
+#: its MuJoCo tasks but HalfCheetah-v5 (the anchor ``ppo-paper-mujoco``), for the measurements that run every PPO with
+#: those settings on HalfCheetah-v5 (with PPOKL's own arguments left out for the others)
+PAPER_ENTRY = ("ppo_kl", "Hopper-v5")
+
+
 def zoo_entry(algo: str, env_id: str, entry_id: str | None = None) -> dict[str, Any]:
     """
     The zoo entry that ``rl_zoo3.train`` would use.

@@ -47,7 +47,7 @@ import numpy as np
 from tqdm import tqdm
 
 from benchmarks import paired
-from benchmarks.common import zoo_entry, zoo_kwargs
+from benchmarks.common import PAPER_ENTRY, zoo_entry, zoo_kwargs
 from benchmarks.runner import RunSpec, algorithm_class, algorithm_name, spec_from_zoo
 
 LEVELS = ("off", "basic", "full")
@@ -62,8 +62,11 @@ PAIRS = [
     for key, peer in REFERENCES.items()
 ]
 KEYS = list(REFERENCES)
-# CartPole-v1: each algorithm's own zoo entry; HalfCheetah-v5: ppo_kl.yml's entry is the PPO paper's settings
-ENVIRONMENTS = {"CartPole-v1": None, "HalfCheetah-v5": {"ppo_clip": "ppo_kl"}}
+# CartPole-v1: each algorithm's own zoo entry; HalfCheetah-v5: the PPO paper's settings (common.PAPER_ENTRY) for the PPOs
+ENVIRONMENTS: dict[str, dict[str, tuple[str, str]] | None] = {
+    "CartPole-v1": None,
+    "HalfCheetah-v5": {"ppo_clip": PAPER_ENTRY, "ppo_kl": PAPER_ENTRY},
+}
 # updates per repetition, one per round in a turn order drawn at random for each round (about 5 to 25 seconds of
 # training per model and repetition)
 UPDATES = {
@@ -78,8 +81,8 @@ PROFILES: dict[str, dict[str, Any]] = {
 
 def zoo_spec(key: str, env_id: str) -> RunSpec:
     """:return: the run of our zoo key ``key`` on ``env_id`` as ``rl_zoo3.train`` builds it (seed 0)"""
-    source = (ENVIRONMENTS[env_id] or {}).get(key, key)
-    return spec_from_zoo(f"{key}-{env_id}", key, env_id, 0, zoo_entry(source, env_id))
+    source, entry_id = (ENVIRONMENTS[env_id] or {}).get(key, (key, None))
+    return spec_from_zoo(f"{key}-{env_id}", key, env_id, 0, zoo_entry(source, env_id, entry_id))
 
 
 def run(repetitions: int, updates: dict[str, dict[str, int]], envs: list[str], keys: list[str]) -> list[dict]:
@@ -92,7 +95,7 @@ def run(repetitions: int, updates: dict[str, dict[str, int]], envs: list[str], k
     with tqdm(total=len(jobs) * repetitions, desc="overhead") as progress:
         for env_id, (name, ours, key, reference) in jobs:
             spec = zoo_spec(key, env_id)
-            # an entry borrowed from another key (the paper's settings in ppo_kl.yml) may carry its own arguments; the
+            # an entry borrowed from another key (the paper's settings, PAPER_ENTRY) may carry its own arguments; the
             # reference gets ours without our own arguments (kl_*, diagnostics)
             kwargs = paired.accepted(ours, zoo_kwargs(spec.kwargs, constant_schedules=True))
             n_updates = updates[env_id][name]

@@ -7,7 +7,7 @@ with one torch thread, on:
 
 - CartPole-v1 with the zoo settings: each algorithm's own entry (PPO: rl-zoo3's, 8 envs, n_steps 32, batch 256,
   20 epochs; A2C and TRPO: rl-zoo3's; ours: this package's files);
-- HalfCheetah-v5 with the PPO paper's settings for every PPO (ppo_kl.yml's entry without PPOKL's own arguments:
+- HalfCheetah-v5 with the PPO paper's settings for every PPO (``common.PAPER_ENTRY``, without PPOKL's own arguments:
   1 env, 2048 steps, minibatch 64, 10 epochs), rl-zoo3's MuJoCo TRPO settings for TRPO and TRPOKL, rl-zoo3's
   HalfCheetah-v4 entry for A2C and REINFORCE's own default entry.
 
@@ -62,7 +62,7 @@ from stable_baselines3.common.vec_env import VecEnv
 from tqdm import tqdm
 
 from benchmarks import paired
-from benchmarks.common import zoo_entry, zoo_kwargs
+from benchmarks.common import PAPER_ENTRY, zoo_entry, zoo_kwargs
 from benchmarks.paired import (
     CLOCKS,
     Clock,
@@ -102,8 +102,8 @@ MODELS: dict[str, tuple[str, tuple[str, ...]]] = {
 SETTINGS: dict[str, dict[str, tuple[str, str | None]]] = {
     "CartPole-v1": {"ppo": ("ppo", None), SBX_CLASS: ("ppo", None), "a2c": ("a2c", None), "trpo": ("trpo", None)},
     "HalfCheetah-v5": {
-        # the PPO paper's settings: ppo_kl.yml's entry (without PPOKL's own arguments for the others)
-        **{key: ("ppo_kl", None) for key in ("ppo", "ppo_clip", SBX_CLASS)},
+        # the PPO paper's settings (without PPOKL's own arguments for the others)
+        **{key: PAPER_ENTRY for key in ("ppo", "ppo_clip", "ppo_kl", SBX_CLASS)},
         "trpo": ("trpo", "HalfCheetah-v4"),
         "a2c": ("a2c", "HalfCheetah-v4"),
     },

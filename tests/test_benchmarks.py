@@ -167,26 +167,26 @@ def test_kl_vs_clip_benchmark_smoke(tmp_path):
     run_module("benchmarks.kl_vs_clip", "--smoke", "--workers", "1", "--output", str(tmp_path))
     results = json.loads((tmp_path / "results.json").read_text())
     rows = {row["row"]: row for row in results["rows"]}
-    assert list(rows) == list(experiment.ROWS) and set(results["check"]) >= {"within_one_std", "candidate_within_one_std"}
+    assert list(rows) == list(experiment.ROWS) and set(results["check"]) >= {"within_one_std", "paper_within_one_std"}
     # the shipped entries, as rl_zoo3.train builds them (the smoke profile shortens n_steps only)
     runs = {path.stem: json.loads(path.read_text()) for path in (tmp_path / "runs").iterdir()}
     kl, clip = runs["ppo_kl-HalfCheetah-v5-s0"], runs["ppo_clip-HalfCheetah-v5-s0"]
-    assert kl["spec"]["kwargs"]["kl_target"] == 0.01 and clip["spec"]["kwargs"]["clip_range"] == 0.1
-    assert clip["spec"]["normalize"] == {"gamma": 0.98} and kl["spec"]["n_envs"] == 1
-    # the candidate: PPOClip's entry, its clip_range replaced by PPOKL's adaptive penalty, with the -conf command
-    candidate = runs[f"{experiment.CANDIDATE}-HalfCheetah-v5-s0"]["spec"]
-    assert candidate["algo"] == "ppo_kl" and "clip_range" not in candidate["kwargs"]
-    assert {key: candidate["kwargs"][key] for key in ("kl_target", "kl_controller")} == {
+    assert clip["spec"]["kwargs"]["clip_range"] == 0.1 and clip["spec"]["normalize"] == {"gamma": 0.98}
+    # PPOKL's: PPOClip's entry, its clip_range replaced by the adaptive penalty
+    assert "clip_range" not in kl["spec"]["kwargs"] and kl["spec"]["n_envs"] == 1
+    assert {key: kl["spec"]["kwargs"][key] for key in ("kl_target", "kl_controller")} == {
         "kl_target": 0.01,
         "kl_controller": "adaptive",
     }
-    assert {key: candidate["kwargs"][key] for key in ("n_epochs", "learning_rate")} == {
-        key: clip["spec"]["kwargs"][key] for key in ("n_epochs", "learning_rate")
+    assert {key: value for key, value in kl["spec"]["kwargs"].items() if not key.startswith("kl_")} == {
+        key: value for key, value in clip["spec"]["kwargs"].items() if key != "clip_range"
     }
-    assert (
-        candidate["normalize"] == clip["spec"]["normalize"]
-        and "-conf benchmarks/kl_vs_clip_candidate.py" in candidate["labels"]["command"]
-    )
+    assert kl["spec"]["normalize"] == clip["spec"]["normalize"]
+    # the paper's settings, its previous entry, with the -conf command
+    paper = runs[f"{experiment.PAPER}-HalfCheetah-v5-s0"]["spec"]
+    assert paper["algo"] == "ppo_kl" and paper["kwargs"]["learning_rate"] == 3e-4 and paper["kwargs"]["n_epochs"] == 10
+    assert paper["kwargs"]["kl_target"] == 0.01 and paper["normalize"] == {"gamma": 0.99}
+    assert "-conf benchmarks/kl_vs_clip_paper.py" in paper["labels"]["command"]
     # the diagnostics once per update: kl_coef only for PPOKL, clip_fraction only for PPOClip
     assert len(kl["records"]["train/kl_coef"]) == 8 and kl["records"]["train/clip_fraction"] == []
     assert len(clip["records"]["train/clip_fraction"]) == 8 and clip["records"]["train/kl_coef"] == []
