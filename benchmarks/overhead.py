@@ -16,8 +16,8 @@ reported.
 Two copies of the reference (same class, settings and seed, so exactly the same work) train in the same
 rounds; ours is divided by their mean time. The ratio of one copy to the other, the ``control`` row, is the
 resolution of the measurement on this machine: a ratio of ours within the control's spread is no measurable
-overhead. The construction order of the five models rotates with the repetitions (where a model's
-objects lie in memory changes its speed by a few percent).
+overhead. The construction order of the five models is drawn at random for each repetition (where a
+model's objects lie in memory changes its speed by a few percent).
 
 The timing machinery (turn orders, clocks, ratios, median and interquartile range) is ``benchmarks.paired``, shared with
 the end-to-end measurement ``benchmarks.speed``. Not through the runner's ``run_all``: the runner trains each run

@@ -1,8 +1,10 @@
 """The paired, interleaved timing that ``benchmarks.overhead`` and ``benchmarks.speed`` share.
 
 A repetition builds every contestant of a comparison (models with the same seed, and anything else that is timed
-beside them, such as an environment stepped with random actions) in one process, in a construction order that rotates
-with the repetition (where a model's objects lie in memory changes its speed by a few percent). It then advances each
+beside them, such as an environment stepped with random actions) in one process, in a construction order drawn at
+random for each repetition (where a model's objects lie in memory changes its speed by a few percent; a rotation would
+build the control copy right after its original in almost every repetition, and the speed benchmark's CartPole-v1
+control came out at 1.04-1.05 that way). It then advances each
 of them once, untimed (the first update of a model, and of the process, pays one-off costs), and then in rounds: in
 each round every contestant advances its number of units (updates) in turn, in a turn order drawn at random for each
 round (seeded by the repetition). Slow drifts of a shared machine (other processes, CPU frequency) therefore hit every
@@ -53,10 +55,9 @@ T = TypeVar("T")
 Summary = tuple[float, list[float], list[float]]  # median, [q25, q75], the values
 
 
-def rotated(items: Sequence[T], shift: int) -> list[T]:
-    """:return: ``items`` starting at position ``shift`` (modulo their number), wrapping around"""
-    shift %= len(items)
-    return [*items[shift:], *items[:shift]]
+def shuffled(items: Sequence[T], seed: int) -> list[T]:
+    """:return: ``items`` in an order drawn from a generator of its own seeded by ``seed`` (the global ones untouched)"""
+    return [items[index] for index in np.random.default_rng([seed, 1]).permutation(len(items))]
 
 
 class Clock(BaseCallback):
@@ -197,13 +198,13 @@ def run_repetition(
     factories: Mapping[str, Callable[[], Contestant]], repetition: int, rounds: int, units: Mapping[str, int] | None = None
 ) -> dict[str, Clock]:
     """
-    Build the contestants in an order rotated by ``repetition``, time them with :func:`run_rounds` (turn orders seeded
-    by ``repetition``), close them.
+    Build the contestants in an order drawn at random (seeded by ``repetition``), time them with :func:`run_rounds`
+    (turn orders seeded by ``repetition``), close them.
 
     :param factories: label -> a function that builds the contestant
     :return: label -> its clock, in the order of ``factories``
     """
-    contestants = {label: factories[label]() for label in rotated(list(factories), repetition)}
+    contestants = {label: factories[label]() for label in shuffled(list(factories), repetition)}
     # the contestants' own objects are never garbage: keep them out of the collector's scans
     gc.collect()
     gc.freeze()
@@ -281,11 +282,14 @@ def merge_environments(previous: dict[str, Any], new: dict[str, Any], envs: list
     """
     A measurement of some environments (``--env``) merged into the stored results: its rows replace those of the same
     environments, the other environments' rows stay, each with the command that measured it (``commands``, by
-    environment). Results of another protocol (repetitions, rounds) are replaced whole.
+    environment) and, where the results count them by environment (a dict), its number of repetitions. Results of
+    another protocol (rounds, or a single number of repetitions that differs) are replaced whole.
 
     :return: the merged content of ``results.json``
     """
-    same_protocol = all(previous.get(key) == new.get(key) for key in ("repetitions", "rounds"))
+    by_env = isinstance(previous.get("repetitions"), dict) and isinstance(new.get("repetitions"), dict)
+    keys = ("rounds",) if by_env else ("repetitions", "rounds")
+    same_protocol = all(previous.get(key) == new.get(key) for key in keys)
     if not same_protocol or "rows" not in previous:
         return new
     kept = [row for row in previous["rows"] if row["env"] not in envs]
@@ -294,7 +298,11 @@ def merge_environments(previous: dict[str, Any], new: dict[str, Any], envs: list
     order = list(dict.fromkeys([*(row["env"] for row in previous["rows"]), *envs]))
     rows = sorted([*kept, *new["rows"]], key=lambda row: order.index(row["env"]))  # stable: the rows' order within an env
     notes = list(dict.fromkeys([*previous.get("notes", []), *new.get("notes", [])]))
-    return {**new, "commands": {env: commands[env] for env in order if env in commands}, "rows": rows, "notes": notes}
+    merged = {**new, "commands": {env: commands[env] for env in order if env in commands}, "rows": rows, "notes": notes}
+    if by_env:
+        repetitions = {**previous["repetitions"], **new["repetitions"]}
+        merged["repetitions"] = {env: repetitions[env] for env in order if env in repetitions}
+    return merged
 
 
 def commands_text(result: dict[str, Any]) -> str:
@@ -314,7 +322,9 @@ def main(experiment: PairedExperiment, argv: list[str] | None = None) -> Path:
     """
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = experiment_parser(experiment.doc, experiment.profiles, "full")
-    parser.add_argument("--repetitions", type=int, default=None, help="repetitions (default: the profile's)")
+    parser.add_argument(
+        "--repetitions", type=int, default=None, help="repetitions of every environment (default: the profile's)"
+    )
     parser.add_argument("--env", choices=experiment.environments, action="append", help="only these environments (repeatable)")
     if experiment.add_arguments is not None:
         experiment.add_arguments(parser)

@@ -12,7 +12,7 @@ with one torch thread, on:
   HalfCheetah-v4 entry for A2C and REINFORCE's own default entry.
 
 Design: the paired, interleaved measurement of ``benchmarks.overhead`` (``benchmarks.paired``), end to end. Each
-repetition builds every model with the same seed, in a construction order that rotates with the repetitions, makes one
+repetition builds every model with the same seed, in a construction order drawn at random for each repetition, makes one
 untimed update each, then runs rounds: in each round every model makes its fixed number of updates (about half a
 second of training on CartPole-v1, one update on HalfCheetah-v5) in turn, in a turn order drawn at random for each
 round, so a shared machine's drifts hit every model alike. An update is ``learn(1, reset_num_timesteps=False)``:
@@ -35,7 +35,7 @@ Reported, median and interquartile range over repetitions:
 The zoo's ``lin_`` schedules are held at their initial value (a schedule's progress means nothing for updates out
 of a training's context).
 
-    python -m benchmarks.speed                    # profile full: 8 repetitions of 4 rounds, both environments (~30 min)
+    python -m benchmarks.speed                    # profile full: 16 / 8 repetitions of 4 rounds, both environments
     python -m benchmarks.speed --env CartPole-v1 --repetitions 2   # a part
     python -m benchmarks.speed --smoke            # CI smoke test (seconds)
     python -m benchmarks.speed --report-only      # results.md from results.json
@@ -123,7 +123,15 @@ FLOOR_STEPS = {"CartPole-v1": 10_000, "HalfCheetah-v5": 2_500}
 PROFILES: dict[str, dict[str, Any]] = {
     # many repetitions of a few rounds: a model's speed depends a little on where its objects lie in memory, so each
     # repetition (new models) is one draw of that, on top of the machine's drifts that the rounds average
-    "full": {"repetitions": 8, "rounds": 4, "units": UNITS, "floor_steps": FLOOR_STEPS, "envs": list(SETTINGS)},
+    # (CartPole-v1: 16; a repetition there times 16 updates of half a second, whose spread from one placement in memory
+    # to the next is wider than HalfCheetah-v5's: with 8, its control's median wandered by up to 5 %)
+    "full": {
+        "repetitions": {"CartPole-v1": 16, "HalfCheetah-v5": 8},
+        "rounds": 4,
+        "units": UNITS,
+        "floor_steps": FLOOR_STEPS,
+        "envs": list(SETTINGS),
+    },
     # smoke: the machinery only, each model's rollout cut to at most 64 steps per environment (minibatches to match),
     # without SBX
     "smoke": {
@@ -283,7 +291,7 @@ def run_env(env_id: str, profile: Mapping[str, Any], repetitions: int, labels: l
     return rows
 
 
-def run(profile: Mapping[str, Any], repetitions: int, envs: list[str]) -> tuple[list[dict], list[str]]:
+def run(profile: Mapping[str, Any], repetitions: int | Mapping[str, int], envs: list[str]) -> tuple[list[dict], list[str]]:
     """:return: the rows and the notes of the report (what was left out)"""
     labels, notes = list(MODELS), []
     # the smoke profile leaves SBX out: importing JAX and compiling its PPO take most of a smoke run
@@ -298,10 +306,16 @@ def run(profile: Mapping[str, Any], repetitions: int, envs: list[str]) -> tuple[
     if "REINFORCE" in without:
         notes.append(f"The {STANDARD} row therefore runs the same code as the REINFORCE row (a second control).")
     rows = []
-    with tqdm(total=len(envs) * repetitions, desc="speed") as progress:
+    counts = repetitions_of(repetitions, envs)
+    with tqdm(total=sum(counts.values()), desc="speed") as progress:
         for env_id in envs:
-            rows += run_env(env_id, profile, repetitions, labels, progress)
+            rows += run_env(env_id, profile, counts[env_id], labels, progress)
     return rows, notes
+
+
+def repetitions_of(repetitions: int | Mapping[str, int], envs: list[str]) -> dict[str, int]:
+    """:return: the repetitions of each environment (``--repetitions``: the same number for all; else the profile's)"""
+    return {env_id: repetitions if isinstance(repetitions, int) else repetitions[env_id] for env_id in envs}
 
 
 def peer_name(peers: list[str]) -> str:
@@ -317,10 +331,17 @@ def _cell(row: dict, key: str, clock: str, fmt: str = ".3f") -> str:
     return cell(row[key][clock]["median"], row[key][clock]["iqr"], fmt)
 
 
+def repetitions_text(repetitions: int | Mapping[str, int]) -> str:
+    """:return: the number of repetitions, or each environment's"""
+    if isinstance(repetitions, int) or len(set(repetitions.values())) == 1:
+        return str(repetitions if isinstance(repetitions, int) else next(iter(repetitions.values())))
+    return " / ".join(f"{count} ({env_id})" for env_id, count in repetitions.items())
+
+
 def markdown(result: dict) -> str:
     lines = [
         "Steps per second of `learn` (rollout + update, set-up excluded), median (interquartile range) over "
-        f"{result['repetitions']} repetitions. Ratio: steps/s over the peer's (above 1: faster); "
+        f"{repetitions_text(result['repetitions'])} repetitions. Ratio: steps/s over the peer's (above 1: faster); "
         "floor: steps/s over the algorithm's environment stack's alone (random actions).",
         "",
         "| env | row | peer | ratio to peer, CPU | ratio to peer, wall | fraction of floor, CPU "
@@ -376,9 +397,11 @@ def write_report(result: dict, out_dir: Path) -> str:
     return text
 
 
-def measure(args: argparse.Namespace, profile: Mapping[str, Any], repetitions: int, envs: list[str]) -> dict[str, Any]:
+def measure(
+    args: argparse.Namespace, profile: Mapping[str, Any], repetitions: int | Mapping[str, int], envs: list[str]
+) -> dict[str, Any]:
     rows, notes = run(profile, repetitions, envs)
-    return {"repetitions": repetitions, "rounds": profile["rounds"], "notes": notes, "rows": rows}
+    return {"repetitions": repetitions_of(repetitions, envs), "rounds": profile["rounds"], "notes": notes, "rows": rows}
 
 
 EXPERIMENT = PairedExperiment(

@@ -287,7 +287,9 @@ def test_paired_ratios_and_summaries():
         clock.steps, clock.seconds = steps, np.array(seconds)
     # a against b and c taken together: 100 steps in (1, 2) s against 400 steps in (5, 4) s
     np.testing.assert_allclose(paired.throughput_ratio(clocks, "a", ["b", "c"]), [100 / 1 / (400 / 5), 100 / 2 / (400 / 4)])
-    assert paired.rotated(["a", "b", "c"], 4) == ["b", "c", "a"]
+    orders = {tuple(paired.shuffled(["a", "b", "c"], rep)) for rep in range(20)}
+    assert all(sorted(order) == ["a", "b", "c"] for order in orders) and len(orders) > 3
+    assert paired.shuffled(["a", "b", "c"], 4) == paired.shuffled(["a", "b", "c"], 4)
     assert paired.summary([1.0, 2.0, 3.0, 4.0]) == (2.5, [1.75, 3.25], [1.0, 2.0, 3.0, 4.0])
     summaries = paired.clock_summaries([np.array([1.0, 2.0]), np.array([3.0, 4.0])])
     assert list(summaries) == list(paired.CLOCKS) and summaries["cpu"] == (3.0, [2.5, 3.5], [2.0, 4.0])
@@ -313,6 +315,10 @@ def test_a_rerun_of_one_environment_replaces_only_its_rows():
     other = result("A, 2 repetitions", [("A", "z")], repetitions=2)
     assert paired.merge_environments(previous, other, ["A"]) == other
     assert paired.commands_text(previous) == "Command: `all`"
+    # repetitions counted by environment: each environment keeps its own
+    previous = {**result("all", [("A", "x"), ("B", "x")]), "repetitions": {"A": 16, "B": 8}}
+    merged = paired.merge_environments(previous, {**result("A", [("A", "x4")]), "repetitions": {"A": 12}}, ["A"])
+    assert merged["repetitions"] == {"A": 12, "B": 8} and [row["row"] for row in merged["rows"]] == ["x4", "x"]
 
 
 class _Recorder:
