@@ -41,27 +41,22 @@ Observations = th.Tensor | dict[str, th.Tensor]
 
 
 @contextmanager
-def measuring(policy: BasePolicy, no_grad: bool = True, eval_mode: bool = True, fork_rng: bool = True) -> Iterator[None]:
+def measuring(policy: BasePolicy, no_grad: bool = True) -> Iterator[None]:
     """
     Run a measurement on the policy without touching what is learned: eval mode (restored on exit), no gradient
     (unless the measurement differentiates, ``no_grad=False``; it must not touch ``.grad`` then), and PyTorch's
-    random state restored on exit (also on the policy's CUDA device).
-
-    :param eval_mode: False: leave the mode alone, for a forward pass that does not depend on it (a ``PolicyKernel``
-        with ``mode_independent``: switching every module's mode twice costs more than its forward pass on CartPole)
-    :param fork_rng: False: leave the random state alone, for forward passes that draw no random numbers (the same
-        kernel's: linear layers, tanh / ReLU, log-probabilities and KLs)
+    random state restored on exit (also on the policy's CUDA device). (``OldPolicy`` with a ``PolicyKernel`` whose
+    forward passes depend on no mode and draw nothing needs only ``no_grad``: switching every module's mode twice
+    costs more than its forward pass on CartPole.)
     """
     was_training = policy.training
     devices = [policy.device] if policy.device.type == "cuda" else []
-    if eval_mode:
-        policy.set_training_mode(False)
+    policy.set_training_mode(False)
     try:
-        with th.set_grad_enabled(not no_grad), th.random.fork_rng(devices=devices, enabled=fork_rng):
+        with th.set_grad_enabled(not no_grad), th.random.fork_rng(devices=devices):
             yield
     finally:
-        if eval_mode:
-            policy.set_training_mode(was_training)
+        policy.set_training_mode(was_training)
 
 
 @dataclass
@@ -125,8 +120,7 @@ class OldPolicy:
 
     def _measuring(self, policy: BasePolicy) -> AbstractContextManager[Any]:
         if self.kernel is not None and self.kernel.mode_independent:
-            # measuring(policy, eval_mode=False, fork_rng=False): the kernel's forward passes neither depend on the mode
-            # nor draw random numbers
+            # the kernel's forward passes neither depend on the mode nor draw random numbers: measuring's no_grad alone
             return th.no_grad()
         return measuring(policy)
 

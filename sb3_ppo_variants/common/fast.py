@@ -890,7 +890,7 @@ class FastPathAlgorithm(OnPolicyAlgorithm):
         kernel = self._kernel_cache
         if kernel is None or not kernel.current(self.policy):
             kernel = self._kernel_cache = PolicyKernel.of(self.policy)
-        elif kernel is not None:
+        else:
             kernel.forget()
         return kernel
 
