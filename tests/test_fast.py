@@ -15,14 +15,17 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch as th
+from gymnasium import spaces
 from sb3_contrib import TRPO
 from stable_baselines3 import PPO
+from stable_baselines3.common.buffers import DictRolloutBuffer, RolloutBuffer
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.vec_env import VecNormalize
 
 from sb3_ppo_variants import PPOKL, REINFORCE, TRPOKL, PPOClip
+from sb3_ppo_variants.common.buffers import ensure_flattened
 from sb3_ppo_variants.common.fast import FlatAdam, PolicyKernel
 from tests.helpers import learn_and_read_logs, policy_params
 
@@ -398,3 +401,33 @@ def test_the_kept_kernel_follows_changes_to_the_policy_between_updates():
     assert model._kernel() is not kernel
     assert model._kernel()._action_net[0] is model.policy.action_net.weight
     assert_same_model(*models)
+
+
+@pytest.mark.parametrize("buffer_class", [RolloutBuffer, DictRolloutBuffer])
+def test_ensure_flattened_flattens_as_sb3s_get_does(buffer_class):
+    """SB3's two buffer classes are flattened with their ``get``'s statements: every array as ``get`` leaves it (an SB3
+    release that flattens another array would fail here), and NumPy's global random state untouched."""
+    dict_space = spaces.Dict({"a": spaces.Box(-1, 1, (3,)), "b": spaces.Box(-1, 1, (2, 2))})
+    observation_space = dict_space if buffer_class is DictRolloutBuffer else spaces.Box(-1, 1, (3,))
+    buffers = [buffer_class(4, observation_space, spaces.Box(-1, 1, (2,)), n_envs=2) for _ in range(2)]
+    rng = np.random.default_rng(0)
+    for buffer in buffers:
+        buffer.reset()
+    for _ in range(4):
+        sample = observation_space.sample()
+        obs = {k: np.stack([v, v]) for k, v in sample.items()} if isinstance(sample, dict) else np.stack([sample, sample])
+        step = (obs, rng.normal(size=(2, 2)), rng.normal(size=2), np.zeros(2), th.randn(2, 1), th.randn(2))
+        for buffer in buffers:
+            buffer.add(*step)
+    state = np.random.get_state()
+    ensure_flattened(buffers[0])
+    after = np.random.get_state()
+    assert np.array_equal(state[1], after[1]) and state[2] == after[2]
+    next(buffers[1].get(8))
+    first, second = vars(buffers[0]), vars(buffers[1])
+    assert buffers[0].generator_ready and set(first) == set(second)
+    for name, value in first.items():
+        if isinstance(value, dict):
+            assert all(np.array_equal(value[key], second[name][key]) for key in value), name
+        elif isinstance(value, np.ndarray):
+            assert value.shape == second[name].shape and np.array_equal(value, second[name]), name
