@@ -285,17 +285,17 @@ def closing_note(result: dict[str, Any]) -> list[str]:
         )
     shown = [by_row[key] for key in ROWS if key in by_row]
 
-    def each(key: str, third: slice = slice(0, 3, 2)) -> str:
-        """:return: every row's pooled median of ``key``: first -> last third (or the last third alone)"""
+    def each(key: str, thirds: tuple[int, ...] = (0, 2)) -> str:
+        """:return: every row's pooled median of ``key`` in the given thirds (default: first -> last)"""
         cells = []
         for row in shown:
             stats = row["diagnostics"].get(key)
             if stats:
-                values = [f"{value:.3g}" for value in stats["pooled"][third]]
+                values = [f"{stats['pooled'][third]:.3g}" for third in thirds]
                 cells.append(f"{row['name']} {' -> '.join(values)}")
         return "; ".join(cells) or "not logged"
 
-    last = slice(2, 3)
+    last = (2,)
     lines += [
         "",
         "What the diagnostics say (medians, first -> last third of the updates):",

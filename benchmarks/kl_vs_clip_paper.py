@@ -15,10 +15,10 @@ from benchmarks.common import PAPER_ENTRY, zoo_entry
 ENV_ID = "HalfCheetah-v5"
 
 
-def paper_entry(env_id: str = ENV_ID) -> dict:
-    """:return: ppo_kl.yml's PPO-paper entry, for ``env_id``"""
+def paper_entry() -> dict:
+    """:return: ppo_kl.yml's PPO-paper entry"""
     algo, entry_id = PAPER_ENTRY
-    return zoo_entry(algo, env_id, entry_id)
+    return zoo_entry(algo, ENV_ID, entry_id)
 
 
 hyperparams = {ENV_ID: paper_entry()}
