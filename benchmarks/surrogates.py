@@ -473,8 +473,12 @@ def plot_curves(runs: dict, envs: list[str], profile: dict, path: Path) -> None:
 
     grid = np.linspace(0, profile["steps"], 60)[1:]
     cmap = plt.cm.tab20(np.linspace(0, 1, len(ROWS)))
-    fig, axes = plt.subplots(1, len(envs), figsize=(5.5 * len(envs), 4.2), squeeze=False)
-    for ax, env in zip(axes[0], envs, strict=True):
+    # at most four panels a row (the paper's Figure 3 is a grid); a spare panel holds the legend
+    columns = min(len(envs), 4)
+    rows = -(-(len(envs) + (len(envs) > columns)) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(5.0 * columns, 3.9 * rows), squeeze=False)
+    panels = list(axes.flat)
+    for ax, env in zip(panels, envs, strict=False):
         for color, (name, *_) in zip(cmap, ROWS, strict=True):
             members = [r for r in runs.values() if r["spec"]["env_id"] == env and r["spec"]["labels"]["row"] == name]
             if not members:
@@ -482,11 +486,19 @@ def plot_curves(runs: dict, envs: list[str], profile: dict, path: Path) -> None:
             curves = np.array([curve(r, grid) for r in members])
             style = "-" if name.startswith(("clipping", "no clip")) else "--" if "KL" in name else ":"
             ax.plot(grid, np.nanmean(curves, axis=0), style, color=color, label=name, lw=1.4)
+            if len(members) > 1:  # the seeds' range
+                ax.fill_between(grid, np.nanmin(curves, axis=0), np.nanmax(curves, axis=0), color=color, alpha=0.12, lw=0)
         ax.axhline(np.mean([e[1] for e in runs[f"random-{env}"]["episodes"]]), color="grey", lw=0.8, label="random policy")
         ax.set_title(env)
         ax.set_xlabel("environment steps")
-        ax.set_ylabel("return (mean of last 10 episodes, mean over seeds)")
-    axes[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
+        ax.set_ylabel("return (last 10 episodes; seeds: mean, range)", fontsize=8)
+    handles, labels = panels[0].get_legend_handles_labels()
+    for ax in panels[len(envs) :]:
+        ax.axis("off")
+    if len(panels) > len(envs):
+        panels[len(envs)].legend(handles, labels, fontsize=8, loc="center")
+    else:
+        panels[len(envs) - 1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
