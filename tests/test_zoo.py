@@ -305,6 +305,31 @@ def test_samplers_cover_the_package_knobs(key):
     assert {("truncation_as_terminal", "True"), ("truncation_as_terminal", "False"), ("learn_std", "False")} <= seen
 
 
+@pytest.mark.parametrize("key", ["ppo_clip", "ppo_kl", "trpo_kl"])
+def test_samplers_offer_no_fixed_std_to_a_gsde_entry(key):
+    # a fixed std is the diagonal Gaussian's option: on an entry with use_sde (rl-zoo3's Pendulum-v1 entries) a
+    # sampled learn_std=False made the trial's model raise at construction, a FAIL that ended the worker
+    register()
+    from rl_zoo3.hyperparams_opt import HYPERPARAMS_SAMPLER
+
+    from sb3_ppo_variants.zoo.samplers import ZOO_HYPERPARAMS
+
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    token = ZOO_HYPERPARAMS.set({"use_sde": True, "sde_sample_freq": 4})
+    try:
+        for _ in range(6):
+            trial = study.ask()
+            kwargs = HYPERPARAMS_SAMPLER[key](trial, 1, 1, {})
+            assert "learn_std" not in trial.params and "learn_std" not in kwargs["policy_kwargs"]
+            assert "log_std_init" in kwargs["policy_kwargs"]
+            algorithm_class(key)("MlpPolicy", "Pendulum-v1", use_sde=True, sde_sample_freq=4, **kwargs)
+    finally:
+        ZOO_HYPERPARAMS.reset(token)
+    trial = study.ask()  # outside the gSDE entry's context, the fixed std is offered again
+    HYPERPARAMS_SAMPLER[key](trial, 1, 1, {})
+    assert "learn_std" in trial.params
+
+
 # A `# Tuned` mark (docs/zoo.md): in the comment lines directly above an entry, `# Tuned: <figure>` and
 # `# command: <command>`; the command is the full profile of the zoo table or one of the learning tests of this file
 TUNED = re.compile(r"^#\s*Tuned\b")

@@ -22,21 +22,26 @@ from torch import nn
 _POLICY_KNOBS = ("learn_std", "log_std_init")
 #: PPOKL's adaptive rule -> its explicit thresholds (multiples of kl_target) and factors; "paper": the defaults
 _KL_RULES = {"rllib": dict(kl_min=0.5, kl_max=2.0, kl_factor_up=1.5, kl_factor_down=0.5)}
+#: the hyperparameters of the zoo entry (with ``-params``) of the trial being sampled: set by the patched objective
+#: (``zoo/tuning.py``), since rl-zoo3 passes the samplers no hyperparameters
+ZOO_HYPERPARAMS: ContextVar[dict[str, Any]] = ContextVar("ZOO_HYPERPARAMS", default={})  # noqa: B039  # never mutated
 
 
 def sample_knobs(trial: optuna.Trial, n_actions: int) -> dict[str, Any]:
     """
     The package's knobs that SB3's algorithms lack (raw, before conversion): time-limit truncation as termination,
     and for continuous actions (``n_actions > 0``, rl-zoo3's convention) a learned or fixed standard deviation and
-    its initial value.
+    its initial value. A fixed std is the diagonal Gaussian's option: with a gSDE entry (``use_sde`` in the zoo
+    hyperparameters, :data:`ZOO_HYPERPARAMS`) only the initial value is sampled.
 
     :param trial: the Optuna trial
     :param n_actions: the action dimension of a Box action space, 0 otherwise
     :return: the raw parameters
     """
     knobs: dict[str, Any] = {"truncation_as_terminal": trial.suggest_categorical("truncation_as_terminal", [False, True])}
-    if n_actions > 0:
+    if n_actions > 0 and not ZOO_HYPERPARAMS.get().get("use_sde", False):
         knobs["learn_std"] = trial.suggest_categorical("learn_std", [True, False])
+    if n_actions > 0:
         knobs["log_std_init"] = trial.suggest_float("log_std_init", -2.0, 1.0)
     return knobs
 
@@ -180,11 +185,6 @@ def sample_reinforce_params(trial: optuna.Trial, n_actions: int, n_envs: int, ad
     trial.set_user_attr("gamma", 1 - sampled["one_minus_gamma"])
     trial.set_user_attr("n_steps", 2 ** sampled["n_steps_pow"])
     return convert_reinforce_params(sampled)
-
-
-#: the hyperparameters of the zoo entry (with ``-params``) of the trial being sampled: set by the patched objective
-#: (``zoo/tuning.py``), since rl-zoo3 passes the samplers no hyperparameters
-ZOO_HYPERPARAMS: ContextVar[dict[str, Any]] = ContextVar("ZOO_HYPERPARAMS", default={})  # noqa: B039  # never mutated
 
 
 def sample_reference_params(trial: optuna.Trial, hyperparams: dict[str, Any]) -> dict[str, Any]:
