@@ -38,6 +38,20 @@ def test_effective_sample_size_by_hand():
     assert ess_of(th.tensor([1.0, 2.0, 3.0])) == pytest.approx(6 / 7)
 
 
+def test_effective_sample_size_where_float32_ratios_leave_their_range():
+    # exp(log_ratio) underflows to 0 below about -104 and overflows above 88: the unclipped surrogate gets there
+    # (the medium surrogates' no-clipping runs logged NaN on up to 38 % of their updates before this)
+    ratios = th.exp(th.tensor([-120.0, -200.0, -150.0, -300.0]))
+    assert th.equal(ratios, th.zeros(4))
+    assert ess_of(ratios) == 0.0  # no effective sample, not 0/0
+    assert ess_of(th.exp(th.tensor([100.0, 0.0, 0.0, 0.0]))) == pytest.approx(0.25)  # the limit of one weight carrying all
+    assert ess_of(th.exp(th.tensor([100.0, 95.0, 0.0, 0.0]))) == pytest.approx(0.5)
+    stats = RatioStatistics()  # each minibatch on its own, then the mean
+    stats.add(th.zeros(2))
+    stats.add(th.ones(2))
+    assert stats.summary()["ess"] == pytest.approx(0.5)
+
+
 def test_clip_fractions_by_hand():
     stats = RatioStatistics()
     stats.add(th.tensor([0.7, 0.85, 1.0, 1.1, 1.25, 1.5]))

@@ -196,7 +196,8 @@ class RatioStatistics:
     """
     Importance ratio statistics pooled over every sample of every minibatch of one update (mean,
     population std, min, max), the mean over minibatches of each minibatch's normalised effective sample size
-    (sum w)^2 / (n sum w^2) and, given a clip range, the mean over minibatches of the fractions clipped below
+    (sum w)^2 / (n sum w^2) (a minibatch whose every ratio underflowed to 0 counts 0, one with k infinite ratios
+    k / n) and, given a clip range, the mean over minibatches of the fractions clipped below
     1 - eps and above 1 + eps. ``add`` only keeps a reference to the (detached) ratios; everything is computed
     once, in ``summary``.
     """
@@ -233,12 +234,18 @@ class RatioStatistics:
                 return np.add.reduceat(values, starts)
 
         sums, sums_sq = per_minibatch(ratios), per_minibatch(ratios * ratios)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ess = sums**2 / (sizes * sums_sq)
+        # the limits where float32 ratios left the range: k infinite weights carry the minibatch (k / n); weights that
+        # all underflowed to 0 (a policy far from the one that sampled) count as no effective sample (0) instead of 0/0
+        infinite = per_minibatch(np.isinf(ratios))
+        ess = np.where(infinite > 0, infinite / sizes, np.where(sums_sq > 0, ess, 0.0))
         values = {
             "ratio_mean": float(ratios.mean()),
             "ratio_std": float(ratios.std()),
             "ratio_min": float(ratios.min()),
             "ratio_max": float(ratios.max()),
-            "ess": float(np.mean(sums**2 / (sizes * sums_sq))),
+            "ess": float(np.mean(ess)),
         }
         if clip_range is not None:
             values["clip_fraction_low"] = float(np.mean(per_minibatch(ratios < 1 - clip_range) / sizes))
