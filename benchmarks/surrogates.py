@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -306,13 +307,24 @@ def summarise(runs: dict[str, dict], profile: dict[str, Any]) -> dict[str, Any]:
         "compute_seconds": round(sum(float(run.get("wall_time_s", 0.0)) for run in runs.values()), 1),
         "rows": rows,
         "checks": checks,
-        **({"diagnostics": diagnostics(runs, rows_run, env_seeds)} if profile.get("record_keys") else {}),
+        **(
+            {
+                "diagnostics": diagnostics(runs, rows_run, env_seeds),
+                "diagnostics_nan": diagnostics(runs, rows_run, env_seeds, nan),
+            }
+            if profile.get("record_keys")
+            else {}
+        ),
     }
 
 
-def diagnostics(runs: dict[str, dict], names: list[str], env_seeds: dict[str, list[int]]) -> dict[str, Any]:
-    """:return: key -> row -> env -> per complete seed, the median over the run's updates of the recorded diagnostic
-    (NaN where the algorithm does not log the key)"""
+def diagnostics(
+    runs: dict[str, dict], names: list[str], env_seeds: dict[str, list[int]], statistic: Callable | None = None
+) -> dict[str, Any]:
+    """:return: key -> row -> env -> per complete seed, a statistic of the run's values per update of the recorded
+    diagnostic: by default the median of its finite values (NaN where the algorithm does not log the key, or logged
+    no finite value)"""
+    statistic = statistic or _median_value
     by_cell = {
         (run["spec"]["labels"]["row"], run["spec"]["env_id"], run["spec"]["seed"]): run.get("records", {})
         for run in runs.values()
@@ -321,9 +333,7 @@ def diagnostics(runs: dict[str, dict], names: list[str], env_seeds: dict[str, li
     table: dict[str, Any] = {}
     for key in keys:
         table[key] = {
-            name: {
-                env: [_median_value(by_cell[(name, env, s)].get(key, [])) for s in seeds] for env, seeds in env_seeds.items()
-            }
+            name: {env: [statistic(by_cell[(name, env, s)].get(key, [])) for s in seeds] for env, seeds in env_seeds.items()}
             for name in names
         }
     return table
@@ -335,7 +345,15 @@ def _key_order(key: str) -> tuple[int, str]:
 
 def _median_value(record: list[list[float]]) -> float:
     values = np.asarray(record, dtype=float).reshape(-1, 2)[:, 1]
+    values = values[np.isfinite(values)]
     return float(np.median(values)) if len(values) else float("nan")
+
+
+def nan(record: list[list[float]]) -> float:
+    """:return: the fraction of the run's updates that logged NaN (e.g. ``ess`` before it handled ratios that left
+    float32's range), NaN if nothing was logged"""
+    values = np.asarray(record, dtype=float).reshape(-1, 2)[:, 1]
+    return float(np.mean(np.isnan(values))) if len(values) else float("nan")
 
 
 def reported_envs(result: dict[str, Any]) -> list[str]:
@@ -420,7 +438,7 @@ def markdown(result: dict, envs: list[str], out_dir: Path) -> str:
     for name, check in result["checks"].items():
         lines.append(f"- {name}: " + ", ".join(f"{k.split('_')[0]} {v}" for k, v in check.items()))
     if "diagnostics" in result:
-        lines += diagnostics_markdown(result["diagnostics"], envs)
+        lines += diagnostics_markdown(result["diagnostics"], envs, result.get("diagnostics_nan", {}))
     return "\n".join(lines)
 
 
@@ -445,14 +463,16 @@ def _subset_note(paper_rows: list[dict], subset: bool) -> list[str]:
     ]
 
 
-def diagnostics_markdown(table: dict[str, Any], envs: list[str]) -> list[str]:
-    """:return: per recorded diagnostic, a table row x env of the median over seeds of each run's median per update"""
+def diagnostics_markdown(table: dict[str, Any], envs: list[str], nan_table: dict[str, Any] | None = None) -> list[str]:
+    """:return: per recorded diagnostic, a table row x env of the median over seeds of each run's median per update
+    (with the largest fraction of NaN updates over the seeds, where a run logged NaN)"""
     lines = [
         "",
         "Diagnostics (docs/diagnostics.md), recorded once per update: per cell the median over seeds of each run's "
-        "median over its updates ('-': not logged by that algorithm). Where a check above fails, these (policy_kl: the "
-        "step actually taken; ratio_max, ess: how far off-policy the epochs went; std: the exploration left) and the raw "
-        "scores are the data that explain it.",
+        "median over its finite values ('-': not logged by that algorithm; '(NaN on x %)': the largest fraction of "
+        "updates over the seeds that logged NaN, left out of the median). Where a check above fails, these (policy_kl: "
+        "the step actually taken; ratio_max, ess: how far off-policy the epochs went; std: the exploration left) and "
+        "the raw scores are the data that explain it.",
     ]
     for key, by_row in table.items():
         lines += ["", f"`{key}`:", "", "| row | " + " | ".join(envs) + " |", "|---|" + "---|" * len(envs)]
@@ -460,7 +480,10 @@ def diagnostics_markdown(table: dict[str, Any], envs: list[str]) -> list[str]:
             cells = []
             for env in envs:
                 values = [v for v in by_env.get(env, []) if np.isfinite(v)]
-                cells.append(f"{np.median(values):.3g}" if values else "-")
+                fractions = [f for f in (nan_table or {}).get(key, {}).get(name, {}).get(env, []) if np.isfinite(f)]
+                cell = f"{np.median(values):.3g}" if values else "-"
+                worst = max(fractions, default=0.0)
+                cells.append(cell + (f" (NaN on {worst:.0%})" if worst >= 0.01 else " (NaN on <1%)" if worst > 0 else ""))
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return lines
 

@@ -97,6 +97,26 @@ def test_surrogates_subset_of_rows_records_diagnostics_and_is_reused(tmp_path):
     assert reused == {f"random-{env}", *(f"{surrogates.slug(name)}-{env}-s0" for name in surrogates.MEDIUM_ROWS)}
 
 
+def test_surrogates_diagnostics_leave_nan_updates_out_of_the_median_and_say_how_many():
+    def run(row: str, seed: int, values: list[float]) -> dict:
+        spec = {"labels": {"row": row}, "env_id": "E", "seed": seed}
+        return {"spec": spec, "records": {"train/ess": [[i, v] for i, v in enumerate(values)]}}
+
+    runs = {
+        "a0": run("a", 0, [0.1, float("nan"), 0.3, 0.5]),  # median of the finite 0.3; NaN on 1/4
+        "a1": run("a", 1, [0.2, 0.4, 0.6]),
+        "b0": run("b", 0, [0.9, 1.0]),
+        "b1": run("b", 1, []),  # not logged
+    }
+    env_seeds = {"E": [0, 1]}
+    table = surrogates.diagnostics(runs, ["a", "b"], env_seeds)
+    nan = surrogates.diagnostics(runs, ["a", "b"], env_seeds, surrogates.nan)
+    assert table["train/ess"]["a"]["E"] == [0.3, 0.4] and nan["train/ess"]["a"]["E"] == [0.25, 0.0]
+    assert table["train/ess"]["b"]["E"][0] == 0.95 and np.isnan(table["train/ess"]["b"]["E"][1])
+    lines = surrogates.diagnostics_markdown(table, ["E"], nan)
+    assert "| a | 0.35 (NaN on 25%) |" in lines and "| b | 0.95 |" in lines
+
+
 def test_reuse_records_copies_only_identical_finished_runs(tmp_path):
     def spec(run_id: str, keys: tuple[str, ...] = ("train/policy_kl",), row: str = "x", n_steps: int = 64) -> runner.RunSpec:
         return runner.RunSpec(
