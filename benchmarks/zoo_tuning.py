@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.common import RESULTS, software_versions, zoo_entry
+from benchmarks.common import RESULTS, software_versions, zoo_entries, zoo_entry
 from sb3_ppo_variants.zoo import ZOO_ALGOS
 
 #: rl-zoo3's ``-optimize`` settings of a tuning (the command line's defaults)
@@ -66,6 +66,9 @@ def parse_cell(cell: str) -> tuple[str, str]:
         raise ValueError(f"--cell must be <algo>:<env>, e.g. ppo_kl:Swimmer-v5; got {cell!r}")
     if algo not in ZOO_ALGOS:
         raise ValueError(f"--cell's algorithm must be one of {sorted(ZOO_ALGOS)}; got {algo!r}")
+    entries = sorted(key for key in zoo_entries(algo) if key != "default")
+    if env_id not in entries:
+        raise ValueError(f"--cell: {algo}.yml has no entry {env_id!r} to tune; its entries: {', '.join(entries)}")
     return algo, env_id
 
 

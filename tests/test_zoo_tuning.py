@@ -56,6 +56,7 @@ def test_a_tuning_resumes_and_writes_the_entry_its_best_trial_ran(tmp_path):
     [
         (["--cell", "ppo:CartPole-v1"], "--cell's algorithm must be one of"),
         (["--cell", "ppo_kl"], "--cell must be <algo>:<env>"),
+        (["--cell", "reinforce:Hopper-v5"], "reinforce.yml has no entry 'Hopper-v5' to tune; its entries: Acrobot-v1,"),
         (["--cell", "ppo_kl:CartPole-v1", "--trials", "0"], "--trials must be >= 1"),
         (["--cell", "ppo_kl:CartPole-v1", "--report-only"], "--report-only: no study in"),
     ],
