@@ -310,7 +310,7 @@ def summarise(runs: dict[str, dict], profile: dict[str, Any]) -> dict[str, Any]:
         **(
             {
                 "diagnostics": diagnostics(runs, rows_run, env_seeds),
-                "diagnostics_nan": diagnostics(runs, rows_run, env_seeds, nan),
+                "diagnostics_nan": diagnostics(runs, rows_run, env_seeds, nan_fraction),
             }
             if profile.get("record_keys")
             else {}
@@ -322,8 +322,8 @@ def diagnostics(
     runs: dict[str, dict], names: list[str], env_seeds: dict[str, list[int]], statistic: Callable | None = None
 ) -> dict[str, Any]:
     """:return: key -> row -> env -> per complete seed, a statistic of the run's values per update of the recorded
-    diagnostic: by default the median of its finite values (NaN where the algorithm does not log the key, or logged
-    no finite value)"""
+    diagnostic: by default the median of its values but NaN (NaN where the algorithm does not log the key, or logged
+    only NaN)"""
     statistic = statistic or _median_value
     by_cell = {
         (run["spec"]["labels"]["row"], run["spec"]["env_id"], run["spec"]["seed"]): run.get("records", {})
@@ -345,11 +345,11 @@ def _key_order(key: str) -> tuple[int, str]:
 
 def _median_value(record: list[list[float]]) -> float:
     values = np.asarray(record, dtype=float).reshape(-1, 2)[:, 1]
-    values = values[np.isfinite(values)]
+    values = values[~np.isnan(values)]  # +-inf kept: e.g. ratio_max where a ratio overflowed float32
     return float(np.median(values)) if len(values) else float("nan")
 
 
-def nan(record: list[list[float]]) -> float:
+def nan_fraction(record: list[list[float]]) -> float:
     """:return: the fraction of the run's updates that logged NaN (e.g. ``ess`` before it handled ratios that left
     float32's range), NaN if nothing was logged"""
     values = np.asarray(record, dtype=float).reshape(-1, 2)[:, 1]
@@ -469,7 +469,7 @@ def diagnostics_markdown(table: dict[str, Any], envs: list[str], nan_table: dict
     lines = [
         "",
         "Diagnostics (docs/diagnostics.md), recorded once per update: per cell the median over seeds of each run's "
-        "median over its finite values ('-': not logged by that algorithm; '(NaN on x %)': the largest fraction of "
+        "median over its values but NaN ('-': not logged by that algorithm; '(NaN on x %)': the largest fraction of "
         "updates over the seeds that logged NaN, left out of the median). Where a check above fails, these (policy_kl: "
         "the step actually taken; ratio_max, ess: how far off-policy the epochs went; std: the exploration left) and "
         "the raw scores are the data that explain it.",
@@ -479,7 +479,7 @@ def diagnostics_markdown(table: dict[str, Any], envs: list[str], nan_table: dict
         for name, by_env in by_row.items():
             cells = []
             for env in envs:
-                values = [v for v in by_env.get(env, []) if np.isfinite(v)]
+                values = [v for v in by_env.get(env, []) if not np.isnan(v)]
                 fractions = [f for f in (nan_table or {}).get(key, {}).get(name, {}).get(env, []) if np.isfinite(f)]
                 cell = f"{np.median(values):.3g}" if values else "-"
                 worst = max(fractions, default=0.0)

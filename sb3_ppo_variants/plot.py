@@ -53,7 +53,7 @@ KNOWN_KEYS: dict[str, str] = {
     "train/ratio_std": "standard deviation of the importance ratio",
     "train/ratio_min": "smallest importance ratio",
     "train/ratio_max": "largest importance ratio",
-    "train/ess": "normalised effective sample size (sum w)^2 / (n sum w^2) of the ratios, in [0, 1]; 1 = on-policy",
+    "train/ess": "normalised effective sample size (sum w)^2 / (n sum w^2) of the ratios, in (0, 1]; 1 = on-policy",
     "train/grad_snr": "gradient signal-to-noise ||mean g||^2 / mean ||g - mean g||^2 over the minibatches",
     "train/grad_variance": "trace of the covariance of REINFORCE's per-episode gradient estimates",
     "train/grad_norm": "global gradient norm before clipping, mean over minibatches",

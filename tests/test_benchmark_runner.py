@@ -106,15 +106,17 @@ def test_surrogates_diagnostics_leave_nan_updates_out_of_the_median_and_say_how_
         "a0": run("a", 0, [0.1, float("nan"), 0.3, 0.5]),  # median of the finite 0.3; NaN on 1/4
         "a1": run("a", 1, [0.2, 0.4, 0.6]),
         "b0": run("b", 0, [0.9, 1.0]),
+        "c0": run("c", 0, [1.0, float("inf"), float("inf")]),  # an overflowed ratio_max is a value, not a gap
+        "c1": run("c", 1, [float("inf")]),
         "b1": run("b", 1, []),  # not logged
     }
     env_seeds = {"E": [0, 1]}
-    table = surrogates.diagnostics(runs, ["a", "b"], env_seeds)
-    nan = surrogates.diagnostics(runs, ["a", "b"], env_seeds, surrogates.nan)
+    table = surrogates.diagnostics(runs, ["a", "b", "c"], env_seeds)
+    nan = surrogates.diagnostics(runs, ["a", "b", "c"], env_seeds, surrogates.nan_fraction)
     assert table["train/ess"]["a"]["E"] == [0.3, 0.4] and nan["train/ess"]["a"]["E"] == [0.25, 0.0]
     assert table["train/ess"]["b"]["E"][0] == 0.95 and np.isnan(table["train/ess"]["b"]["E"][1])
     lines = surrogates.diagnostics_markdown(table, ["E"], nan)
-    assert "| a | 0.35 (NaN on 25%) |" in lines and "| b | 0.95 |" in lines
+    assert "| a | 0.35 (NaN on 25%) |" in lines and "| b | 0.95 |" in lines and "| c | inf |" in lines
 
 
 def test_reuse_records_copies_only_identical_finished_runs(tmp_path):

@@ -40,16 +40,33 @@ def test_effective_sample_size_by_hand():
 
 def test_effective_sample_size_where_float32_ratios_leave_their_range():
     # exp(log_ratio) underflows to 0 below about -104 and overflows above 88: the unclipped surrogate gets there
-    # (the medium surrogates' no-clipping runs logged NaN on up to 38 % of their updates before this)
-    ratios = th.exp(th.tensor([-120.0, -200.0, -150.0, -300.0]))
-    assert th.equal(ratios, th.zeros(4))
-    assert ess_of(ratios) == 0.0  # no effective sample, not 0/0
-    assert ess_of(th.exp(th.tensor([100.0, 0.0, 0.0, 0.0]))) == pytest.approx(0.25)  # the limit of one weight carrying all
-    assert ess_of(th.exp(th.tensor([100.0, 95.0, 0.0, 0.0]))) == pytest.approx(0.5)
-    stats = RatioStatistics()  # each minibatch on its own, then the mean
-    stats.add(th.zeros(2))
-    stats.add(th.ones(2))
-    assert stats.summary()["ess"] == pytest.approx(0.5)
+    # (the medium surrogates' unclipped runs logged NaN on up to 38 % of their updates before the log ratios were used)
+    def ess_with_logs(log_ratio: th.Tensor, logs: bool = True) -> float:
+        stats = RatioStatistics()
+        stats.add(th.exp(log_ratio), log_ratio if logs else None)
+        return stats.summary()["ess"]
+
+    def by_hand(log_ratio: list[float]) -> float:
+        weights = np.exp(np.array(log_ratio) - max(log_ratio))  # the ESS is invariant to scaling the weights
+        return float(weights.sum() ** 2 / (len(weights) * (weights**2).sum()))
+
+    underflow = [-120.0, -200.0, -121.0, -300.0]
+    assert th.equal(th.exp(th.tensor(underflow)), th.zeros(4))
+    assert ess_with_logs(th.tensor(underflow)) == pytest.approx(by_hand(underflow))  # (1 + e^-1)^2 / (4 (1 + e^-2))
+    assert by_hand(underflow) == pytest.approx((1 + math.exp(-1)) ** 2 / (4 * (1 + math.exp(-2))))
+    overflow = [100.0, 90.0, 0.0, 0.0]
+    assert th.isinf(th.exp(th.tensor(overflow))).sum() == 2
+    assert ess_with_logs(th.tensor(overflow)) == pytest.approx(by_hand(overflow))  # ~0.25, not 2/4
+    equal = [-150.0] * 4
+    assert ess_with_logs(th.tensor(equal)) == 1.0  # equal weights, however small
+    # without the log ratios the ESS is not known from the ratios; NaN ratios stay NaN
+    assert math.isnan(ess_with_logs(th.tensor(underflow), logs=False))
+    assert math.isnan(ess_with_logs(th.tensor([float("nan"), 0.0, 0.0])))
+    # ordinary minibatches beside them keep the formula on the ratios
+    stats = RatioStatistics()
+    stats.add(th.exp(th.tensor(underflow)), th.tensor(underflow))
+    stats.add(th.tensor([1.0, 2.0, 3.0]), th.log(th.tensor([1.0, 2.0, 3.0])))
+    assert stats.summary()["ess"] == pytest.approx((by_hand(underflow) + 6 / 7) / 2)
 
 
 def test_clip_fractions_by_hand():

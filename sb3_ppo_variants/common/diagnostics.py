@@ -192,23 +192,38 @@ class GradientStatistics:
         return float(th.stack(self.norms).double().mean()) if self.norms else float("nan")
 
 
+def _ess_of_logs(log_weights: np.ndarray) -> float:
+    """:return: the normalised ESS of the weights exp(log_weights), scaled by their largest (float64)"""
+    weights = np.exp(log_weights - log_weights.max())
+    return float(weights.sum() ** 2 / (len(weights) * (weights * weights).sum()))
+
+
 class RatioStatistics:
     """
     Importance ratio statistics pooled over every sample of every minibatch of one update (mean,
     population std, min, max), the mean over minibatches of each minibatch's normalised effective sample size
-    (sum w)^2 / (n sum w^2) (a minibatch whose every ratio underflowed to 0 counts 0, one with k infinite ratios
-    k / n) and, given a clip range, the mean over minibatches of the fractions clipped below
+    (sum w)^2 / (n sum w^2) and, given a clip range, the mean over minibatches of the fractions clipped below
     1 - eps and above 1 + eps. ``add`` only keeps a reference to the (detached) ratios; everything is computed
     once, in ``summary``.
+
+    The ratios are float32 ``exp(log_ratio)``: far from the sampling policy they leave float32's range (every ratio
+    of a minibatch 0, or some infinite), where the ESS formula gives 0/0 or inf/inf. The ESS is invariant to scaling
+    the weights, so such a minibatch's is computed from its log ratios in float64 (w = exp(l - max l)) when ``add``
+    got them, else it is NaN (not known from the ratios).
     """
 
     def __init__(self) -> None:
         self._ratios: list[th.Tensor] = []
+        self._log_ratios: list[th.Tensor | None] = []
 
-    def add(self, ratio: th.Tensor) -> None:
-        """:param ratio: importance ratios of one minibatch"""
+    def add(self, ratio: th.Tensor, log_ratio: th.Tensor | None = None) -> None:
+        """
+        :param ratio: importance ratios of one minibatch
+        :param log_ratio: their logarithms (kept by reference; used only where the ratios left float32's range)
+        """
         if ratio.numel() > 0:
             self._ratios.append(ratio.detach().reshape(-1))
+            self._log_ratios.append(None if log_ratio is None else log_ratio.detach().reshape(-1))
 
     def __len__(self) -> int:
         return len(self._ratios)
@@ -236,10 +251,9 @@ class RatioStatistics:
         sums, sums_sq = per_minibatch(ratios), per_minibatch(ratios * ratios)
         with np.errstate(invalid="ignore", divide="ignore"):
             ess = sums**2 / (sizes * sums_sq)
-        # the limits where float32 ratios left the range: k infinite weights carry the minibatch (k / n); weights that
-        # all underflowed to 0 (a policy far from the one that sampled) count as no effective sample (0) instead of 0/0
-        infinite = per_minibatch(np.isinf(ratios))
-        ess = np.where(infinite > 0, infinite / sizes, np.where(sums_sq > 0, ess, 0.0))
+        for i in np.flatnonzero((sums_sq == 0) | np.isinf(sums_sq)):  # ratios outside float32's range (class doc)
+            log_ratio = self._log_ratios[i]
+            ess[i] = np.nan if log_ratio is None else _ess_of_logs(log_ratio.double().cpu().numpy())
         values = {
             "ratio_mean": float(ratios.mean()),
             "ratio_std": float(ratios.std()),
@@ -277,12 +291,15 @@ class Diagnostics:
         :param plain: the layout of the gradients ``add_minibatch`` will get (``GradientStatistics``; None: plain)
         """
 
-    def add_minibatch(self, ratio: th.Tensor, gradient: Callable[[], th.Tensor], grad_norm: th.Tensor) -> None:
+    def add_minibatch(
+        self, ratio: th.Tensor, gradient: Callable[[], th.Tensor], grad_norm: th.Tensor, log_ratio: th.Tensor | None = None
+    ) -> None:
         """
         :param ratio: importance ratios pi_new / pi_old of the minibatch
         :param gradient: returns the minibatch gradient before clipping as one flat vector (called only by the levels
             that need it: every ``enabled`` level)
         :param grad_norm: the global gradient norm before clipping (as returned by ``clip_grad_norm_``)
+        :param log_ratio: log(pi_new / pi_old) of the minibatch, for the ESS where the ratios leave float32's range
         """
 
     def record(
@@ -327,8 +344,10 @@ class BasicDiagnostics(Diagnostics):
         self._ratios = RatioStatistics()
         self._gradients = GradientStatistics(plain)
 
-    def add_minibatch(self, ratio: th.Tensor, gradient: Callable[[], th.Tensor], grad_norm: th.Tensor) -> None:
-        self._ratios.add(ratio)
+    def add_minibatch(
+        self, ratio: th.Tensor, gradient: Callable[[], th.Tensor], grad_norm: th.Tensor, log_ratio: th.Tensor | None = None
+    ) -> None:
+        self._ratios.add(ratio, log_ratio)
         self._gradients.add(gradient(), grad_norm)
 
     def _values(self, change: PolicyChange | None, clip_range: float | None, approx_kl: bool) -> dict[str, float]:
@@ -339,7 +358,7 @@ class BasicDiagnostics(Diagnostics):
                 values["approx_kl"] = k3(change.log_ratio).mean().item()
             if len(self._ratios) == 0:
                 # one step on the whole batch (TRPOKL, REINFORCE): the ratios after it
-                self._ratios.add(th.exp(change.log_ratio))
+                self._ratios.add(th.exp(change.log_ratio), change.log_ratio)
         values.update(self._ratios.summary(clip_range))
         if self._gradients.count > 0:
             values["grad_norm"] = self._gradients.mean_norm()

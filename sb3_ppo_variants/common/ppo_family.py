@@ -234,7 +234,7 @@ class InstrumentedPPO(ReferenceRollouts, GuardedRollouts, FastPathAlgorithm, Mea
                     "loss or gradient norm", losses[-1], grad_norm, optimizer=self.policy.optimizer
                 ):
                     continue
-                self._measurement.add_minibatch(ratio, steps.gradient, grad_norm)
+                self._measurement.add_minibatch(ratio, steps.gradient, grad_norm, log_ratio)
                 steps.step()
 
             self._n_updates += 1
