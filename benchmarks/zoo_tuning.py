@@ -13,16 +13,22 @@ Each worker is the command a user would run (docs/tuning.md), one process per co
 
 The study is a journal file (``study.log``: Optuna's ``JournalFileBackend``, plain text, committed with the
 report), so a stopped tuning resumes: the trials a killed worker left RUNNING are marked FAIL
-(``sb3_ppo_variants.zoo.tuning.fail_running_trials``; the folder is this command's own, so no live worker runs
-them) and the workers run the trials still missing up to ``--trials``. Worker ``w`` gets seed ``SEED + w`` (its
-sampler's and its trials' seed; equal seeds would draw the same start-up trials); which worker takes which trial
-depends on timing, so a study with several workers is not reproducible trial for trial.
+(``sb3_ppo_variants.zoo.tuning.fail_running_trials``; ``workers.pid`` refuses a second run while one is alive) and
+the workers run the trials still missing up to ``--trials``. ``tuning.json``, written when the study starts, keeps
+its settings and the file's entry as the trials ran it: a resume with other settings (but ``--trials``) or after the
+entry was edited is refused, and the report builds its entries from the stored one. Worker ``w`` of a run that finds
+``n`` trials gets seed ``SEED + n + w`` (its sampler's and its trials' seed: equal seeds would draw the same start-up
+trials again); which worker takes which trial depends on timing, so a study with several workers is not
+reproducible trial for trial.
 
 The report (``results.md``, ``results.json``) lists every trial (state, objective: rl-zoo3's mean return of the
 last evaluation, deterministic, ``--eval-episodes`` episodes), the best trial's parameters and the entry it makes:
-the file's entry with the trial's keyword arguments on top, as rl-zoo3's objective builds each trial's
+the stored entry with the trial's keyword arguments on top, as rl-zoo3's objective builds each trial's
 (``kwargs.update(sampled)``; a sampled ``policy_kwargs`` replaces the entry's), written as YAML to paste into the file
-(``entry.yml``). ``--trial N`` writes that trial's entry instead of the best one.
+(``entry.yml``). ``--trial N`` writes that trial's entry instead of the best one. One difference no entry can
+express, rl-zoo3's own: with ``normalize``, a trial's VecNormalize discounts with the file's ``gamma`` (set once when
+``-optimize`` starts), an entry's (and ``--trial-id``'s) with the entry's; the report says when the trial sampled
+another ``gamma``. The verification at the file's budget runs the entry as written.
 
     python -m benchmarks.zoo_tuning --cell ppo_kl:Swimmer-v5 --trials 30 --budget 300000 --workers 2   # resumes
     python -m benchmarks.zoo_tuning --cell ppo_kl:Swimmer-v5 --report-only
@@ -76,59 +82,133 @@ def study_name(algo: str, env_id: str) -> str:
     return f"{algo}-{env_id}"
 
 
-def worker_command(algo: str, env_id: str, out_dir: Path, settings: dict[str, Any], worker: int = 0) -> list[str]:
-    """:return: worker ``worker``'s command: rl-zoo3's ``-optimize`` on the study of ``out_dir``"""
+def worker_command(algo: str, env_id: str, out_dir: Path, settings: dict[str, Any], seed: int | None = None) -> list[str]:
+    """:return: a worker's command: rl-zoo3's ``-optimize`` on the study of ``out_dir`` (``seed``: the worker's)"""
     return [
         *("python", "-m", "rl_zoo3.train", "--algo", algo, "--env", env_id, "--num-threads", "1", "-optimize"),
         *("--storage", str(out_dir / "study.log"), "--study-name", study_name(algo, env_id)),
         *("--max-total-trials", str(settings["trials"]), "-n", str(settings["budget"])),
         *("--n-evaluations", str(settings["evaluations"]), "--eval-episodes", str(settings["eval_episodes"])),
         *("--sampler", "tpe", "--pruner", settings["pruner"], "--n-startup-trials", str(settings["startup_trials"])),
-        *("--seed", str(settings["seed"] + worker), "--no-optim-plots", "-f", str(out_dir / "logs")),
+        *("--seed", str(settings["seed"] if seed is None else seed), "--no-optim-plots", "-f", str(out_dir / "logs")),
     ]
+
+
+def load_study(algo: str, env_id: str, out_dir: Path) -> Any:
+    """:return: the study of ``out_dir`` (``FileNotFoundError`` / ``KeyError`` naming what is missing)"""
+    import optuna
+
+    from sb3_ppo_variants.zoo.tuning import load_storage
+
+    if not (out_dir / "study.log").exists():
+        raise FileNotFoundError(f"no study in {out_dir} (study.log)")
+    try:
+        return optuna.load_study(study_name=study_name(algo, env_id), storage=load_storage(str(out_dir / "study.log")))
+    except KeyError:
+        raise KeyError(f"{out_dir / 'study.log'} holds no study named {study_name(algo, env_id)!r}") from None
+
+
+def start(algo: str, env_id: str, out_dir: Path, settings: dict[str, Any]) -> dict[str, Any]:
+    """
+    Check that the run may start or resume the study of ``out_dir``: no live run (``workers.pid``), the same settings
+    but ``trials``, the file's entry unchanged since the study started (``tuning.json``, written here the first time).
+
+    :return: the content of ``tuning.json``
+    """
+    pid_file = out_dir / "workers.pid"
+    if pid_file.exists():
+        alive = [pid for pid in map(int, pid_file.read_text().split()) if _alive(pid)]
+        if alive:
+            raise RuntimeError(f"a tuning of {out_dir} is running (pids {alive}, {pid_file}); stop it first")
+    entry = zoo_entry(algo, env_id)
+    stored = out_dir / "tuning.json"
+    if stored.exists():
+        tuning = json.loads(stored.read_text())
+        changed = [key for key in DEFAULTS if key != "trials" and tuning["settings"][key] != settings[key]]
+        if changed:
+            raise ValueError(
+                "the study was started with "
+                + ", ".join(f"--{key.replace('_', '-')} {tuning['settings'][key]}" for key in changed)
+                + f": resume it with those (or tune into another --output); got {', '.join(str(settings[k]) for k in changed)}"
+            )
+        if tuning["entry"] != json.loads(json.dumps(entry)):
+            raise ValueError(
+                f"{algo}.yml's {env_id} entry changed since the study started (stored in {stored}): the trials ran the "
+                "stored one; restore it to resume, or tune the new entry into another --output"
+            )
+        tuning["settings"]["trials"] = settings["trials"]
+    else:
+        tuning = {"algo": algo, "env_id": env_id, "settings": settings, "entry": entry, "launches": []}
+    return tuning
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def run_workers(algo: str, env_id: str, out_dir: Path, settings: dict[str, Any], workers: int) -> list[int]:
     """
-    Run ``workers`` copies of the zoo command on the study (after failing the trials a killed run left RUNNING).
+    Run ``workers`` copies of the zoo command on the study (after failing the trials a stopped run left RUNNING).
 
     :return: the workers' exit codes
     """
     from sb3_ppo_variants.zoo.tuning import fail_running_trials
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    storage = out_dir / "study.log"
-    if storage.exists():
+    tuning = start(algo, env_id, out_dir, settings)
+    existing = 0
+    if (out_dir / "study.log").exists():
         try:
-            failed = fail_running_trials(str(storage), study_name(algo, env_id))
+            failed = fail_running_trials(str(out_dir / "study.log"), study_name(algo, env_id))
+            existing = len(load_study(algo, env_id, out_dir).trials)
         except KeyError:
             failed = []
         if failed:
             print(f"trials left RUNNING by a stopped run marked FAIL: {failed}")
+    seeds = [settings["seed"] + existing + w for w in range(workers)]
+    tuning["launches"].append({"trials_before": existing, "seeds": seeds})
+    (out_dir / "tuning.json").write_text(json.dumps(tuning, indent=1) + "\n")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     (out_dir / "logs").mkdir(exist_ok=True)
     logs = [open(out_dir / "logs" / f"worker{w}.txt", "a") for w in range(workers)]
-    procs = []
-    for w in range(workers):
-        command = worker_command(algo, env_id, out_dir, settings, w)
-        command[0] = sys.executable
-        procs.append(subprocess.Popen(command, env=env, stdout=logs[w], stderr=subprocess.STDOUT))
-    codes = [proc.wait() for proc in procs]
-    for log in logs:
-        log.close()
-    return codes
+    procs: list[subprocess.Popen] = []
+    try:
+        for w, seed in enumerate(seeds):
+            command = worker_command(algo, env_id, out_dir, settings, seed)
+            command[0] = sys.executable
+            procs.append(subprocess.Popen(command, env=env, stdout=logs[w], stderr=subprocess.STDOUT))
+        (out_dir / "workers.pid").write_text(" ".join(str(p) for p in [os.getpid(), *(proc.pid for proc in procs)]))
+        return [proc.wait() for proc in procs]
+    finally:
+        for proc in procs:  # interrupted: no orphan workers left on the study
+            if proc.poll() is None:
+                proc.terminate()
+                proc.wait()
+        for log in logs:
+            log.close()
+        (out_dir / "workers.pid").unlink(missing_ok=True)
 
 
 def yaml_value(value: Any) -> str:
-    """:return: ``value`` as rl-zoo3's files write it (``policy_kwargs`` as a ``dict(...)`` string, classes as ``nn.X``)"""
+    """:return: ``value`` as rl-zoo3's files write it (a dict as a quoted ``dict(...)`` string rl-zoo3 evaluates,
+    classes as ``nn.X``, floats exactly)"""
     if isinstance(value, dict):
-        return "dict(" + ", ".join(f"{k}={python_value(v)}" for k, v in value.items()) + ")"
+        return json.dumps(python_value(value))
     if isinstance(value, bool) or value is None:
         return {True: "true", False: "false", None: "null"}[value]
-    if isinstance(value, float):  # exact (shortest round-trip repr); PyYAML reads 1e-05 as a string without the tag
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return ".nan" if math.isnan(value) else ".inf" if value > 0 else "-.inf"
+        # exact (shortest round-trip repr); PyYAML reads 1e-05 as a string without the tag
         return repr(value) if "e" not in repr(value) else f"!!float {value!r}"
-    if isinstance(value, str):
-        return f"'{value}'"
+    if isinstance(value, (str, list, tuple)):
+        return json.dumps(value)  # JSON is YAML: quoted and escaped; None in a list -> null
     return str(value)
 
 
@@ -140,34 +220,29 @@ def python_value(value: Any) -> str:
     return repr(value)
 
 
-def trial_entry(algo: str, env_id: str, params: dict[str, Any]) -> dict[str, Any]:
-    """:return: the entry a trial ran: the file's entry with the trial's converted keyword arguments on top"""
+def trial_entry(algo: str, entry: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+    """:return: the entry a trial ran: ``entry`` (the file's, as the study started) with the trial's converted keyword
+    arguments on top"""
     from sb3_ppo_variants.zoo.samplers import CONVERTERS
 
-    sampled = CONVERTERS[algo](dict(params))
-    return {**zoo_entry(algo, env_id), **sampled}
+    return {**entry, **CONVERTERS[algo](dict(params))}
 
 
 def entry_yaml(env_id: str, entry: dict[str, Any]) -> str:
-    lines = [f"{env_id}:"]
-    for key, value in entry.items():
-        text = f'"{yaml_value(value)}"' if key == "policy_kwargs" and isinstance(value, dict) else yaml_value(value)
-        lines.append(f"  {key}: {text}")
-    return "\n".join(lines) + "\n"
+    return "\n".join([f"{env_id}:", *(f"  {key}: {yaml_value(value)}" for key, value in entry.items())]) + "\n"
 
 
-def summarise(algo: str, env_id: str, out_dir: Path, settings: dict[str, Any], trial: int | None = None) -> dict[str, Any]:
-    """:return: the content of ``results.json``: every trial, the chosen (best) trial and its entry"""
-    import optuna
+def summarise(algo: str, env_id: str, out_dir: Path, trial: int | None = None) -> dict[str, Any]:
+    """:return: the content of ``results.json``: every trial, the chosen (best, or ``trial``) trial and its entry"""
     from optuna.trial import TrialState
 
-    from sb3_ppo_variants.zoo.tuning import load_storage
-
-    study = optuna.load_study(study_name=study_name(algo, env_id), storage=load_storage(str(out_dir / "study.log")))
+    tuning = json.loads((out_dir / "tuning.json").read_text())
+    settings, base = tuning["settings"], tuning["entry"]
+    study = load_study(algo, env_id, out_dir)
     trials: list[dict[str, Any]] = []
     for t in study.get_trials(deepcopy=False):
-        start, end = t.datetime_start, t.datetime_complete
-        seconds = (end - start).total_seconds() if start is not None and end is not None else None
+        start_time, end = t.datetime_start, t.datetime_complete
+        seconds = (end - start_time).total_seconds() if start_time is not None and end is not None else None
         trials.append(
             {
                 "number": t.number,
@@ -187,17 +262,29 @@ def summarise(algo: str, env_id: str, out_dir: Path, settings: dict[str, Any], t
             raise ValueError(f"--trial {trial}: no such trial in the study (0 to {len(trials) - 1})")
     elif complete:
         chosen = max(complete, key=lambda t: t["value"])
-    entry = trial_entry(algo, env_id, chosen["params"]) if chosen else None
+    entry = None
+    if chosen is not None:
+        try:
+            entry = trial_entry(algo, base, chosen["params"])
+        except KeyError as missing:
+            raise ValueError(
+                f"--trial {chosen['number']} ({chosen['state']}) stopped before sampling every parameter ({missing} "
+                "missing): it has no entry"
+            ) from None
+    gamma = {"file": base.get("gamma", 0.99), "entry": None if entry is None else entry.get("gamma", 0.99)}
     return {
         "algo": algo,
         "env_id": env_id,
         "settings": settings,
+        "launches": tuning["launches"],
         "command": " ".join(worker_command(algo, env_id, Path("<out>"), settings)),
         "trials": trials,
         "counts": {state: sum(t["state"] == state for t in trials) for state in sorted({t["state"] for t in trials})},
         "chosen": chosen,
         "entry": None if entry is None else json.loads(json.dumps(entry, default=python_value)),
         "entry_yaml": None if entry is None else entry_yaml(env_id, entry),
+        # rl-zoo3 sets VecNormalize's gamma from the file when -optimize starts, from the entry otherwise
+        "vecnormalize_gamma": gamma if base.get("normalize") and gamma["file"] != gamma["entry"] else None,
         "software": software_versions(["optuna"]),
     }
 
@@ -208,7 +295,10 @@ def markdown(result: dict[str, Any], out_dir: Path) -> str:
     lines = [
         f"Tuning of {algo}'s {env_id} entry: `python -m benchmarks.zoo_tuning --cell {algo}:{env_id} --trials "
         f"{settings['trials']} --budget {settings['budget']}`  ",
-        f"Each worker: `{result['command'].replace('<out>', str(rel))}` (worker w: seed {settings['seed']} + w).  ",
+        f"Each worker: `{result['command'].replace('<out>', str(rel))}` (worker w of a run that found n trials: seed "
+        f"{settings['seed']} + n + w; runs: "
+        + "; ".join(f"{launch['trials_before']} trials before, seeds {launch['seeds']}" for launch in result["launches"])
+        + ").  ",
         f"Objective: rl-zoo3's mean return of the last of {settings['evaluations']} evaluations "
         f"({settings['eval_episodes']} deterministic episodes) at {settings['budget']:,} steps; "
         f"pruner: {settings['pruner']}.  ",
@@ -227,9 +317,11 @@ def markdown(result: dict[str, Any], out_dir: Path) -> str:
     if others:
         lines += ["", "Without an objective: " + ", ".join(f"trial {t['number']} {t['state']}" for t in others) + "."]
     if result["chosen"] is not None:
+        value = result["chosen"]["value"]
+        objective = f"objective {value:.1f}" if value is not None else f"{result['chosen']['state']}, no objective"
         lines += [
             "",
-            f"Entry of trial {result['chosen']['number']} (objective {result['chosen']['value']:.1f}): the file's entry with "
+            f"Entry of trial {result['chosen']['number']} ({objective}): the file's entry as the study started with "
             "the trial's keyword arguments on top, as rl-zoo3's objective builds it (`entry.yml`):",
             "",
             "```yaml",
@@ -239,6 +331,13 @@ def markdown(result: dict[str, Any], out_dir: Path) -> str:
             "Verified only at the file's budget, 2 seeds: "
             f"`python -m benchmarks.zoo_table --profile full --only {algo}:{env_id}`.",
         ]
+        if result["vecnormalize_gamma"]:
+            lines += [
+                "",
+                f"VecNormalize discounted with gamma {result['vecnormalize_gamma']['file']} (the file's) in the trials and "
+                f"will with {result['vecnormalize_gamma']['entry']} (the entry's): rl-zoo3 sets it once when -optimize "
+                "starts; no entry can express the difference.",
+            ]
     return "\n".join(lines) + "\n"
 
 
@@ -271,23 +370,31 @@ def main(argv: list[str] | None = None) -> Path:
     for name in ("trials", "budget", "evaluations", "eval_episodes", "startup_trials", "workers"):  # all counts
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.seed < 0:
+        parser.error(f"--seed must be >= 0 (worker w of a run gets seed + trials so far + w), got {args.seed}")
     settings = {key: getattr(args, key) for key in DEFAULTS}
     out_dir = args.output or RESULTS / "zoo_tuning" / study_name(algo, env_id)
-    stored = out_dir / "results.json"
     if args.report_only:
-        if not (out_dir / "study.log").exists():
+        if not (out_dir / "study.log").exists() or not (out_dir / "tuning.json").exists():
             parser.error(f"--report-only: no study in {out_dir}")
-        if stored.exists():
-            settings = json.loads(stored.read_text())["settings"]
+        codes: list[int] = []
     else:
-        codes = run_workers(algo, env_id, out_dir, settings, args.workers)
-        if any(code != 0 for code in codes):
-            print(f"worker exit codes {codes}; their output: {out_dir / 'logs'}", file=sys.stderr)
-    result = summarise(algo, env_id, out_dir, settings, args.trial)
+        try:
+            codes = run_workers(algo, env_id, out_dir, settings, args.workers)
+        except (RuntimeError, ValueError) as error:
+            parser.error(str(error))
+    try:
+        result = summarise(algo, env_id, out_dir, args.trial)
+    except (FileNotFoundError, KeyError, ValueError) as error:
+        message = str(error.args[0]) if error.args else str(error)  # a KeyError's str() is quoted
+        workers = f" (worker exit codes {codes}; their output: {out_dir / 'logs'})" if codes else ""
+        raise SystemExit(message + workers) from None
     write_report(result, out_dir)
     values = [t["value"] for t in result["trials"] if t["state"] == "COMPLETE" and t["value"] is not None]
     best = f"best {max(values):.1f} (median {np.median(values):.1f})" if values else "no complete trial"
     print(f"{len(result['trials'])} trials, {best}; results: {out_dir}")
+    if any(code != 0 for code in codes):
+        raise SystemExit(f"worker exit codes {codes}: see {out_dir / 'logs'} (the report covers the trials recorded)")
     return out_dir
 
 
