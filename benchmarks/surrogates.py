@@ -498,7 +498,7 @@ def plot_curves(runs: dict, envs: list[str], profile: dict, path: Path) -> None:
     cmap = plt.cm.tab20(np.linspace(0, 1, len(ROWS)))
     # at most four panels a row (the paper's Figure 3 is a grid); a spare panel holds the legend
     columns = min(len(envs), 4)
-    rows = -(-(len(envs) + (len(envs) > columns)) // columns)
+    rows = -(-len(envs) // columns)
     fig, axes = plt.subplots(rows, columns, figsize=(5.0 * columns, 3.9 * rows), squeeze=False)
     panels = list(axes.flat)
     for ax, env in zip(panels, envs, strict=False):
@@ -515,13 +515,15 @@ def plot_curves(runs: dict, envs: list[str], profile: dict, path: Path) -> None:
         ax.set_title(env)
         ax.set_xlabel("environment steps")
         ax.set_ylabel("return (last 10 episodes; seeds: mean, range)", fontsize=8)
-    handles, labels = panels[0].get_legend_handles_labels()
+    legend = {}  # every row that ran on any environment, once
+    for ax in panels[: len(envs)]:
+        legend.update({label: handle for handle, label in zip(*ax.get_legend_handles_labels(), strict=True)})
     for ax in panels[len(envs) :]:
         ax.axis("off")
     if len(panels) > len(envs):
-        panels[len(envs)].legend(handles, labels, fontsize=8, loc="center")
+        panels[len(envs)].legend(legend.values(), legend.keys(), fontsize=8, loc="center")
     else:
-        panels[len(envs) - 1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
+        panels[len(envs) - 1].legend(legend.values(), legend.keys(), fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
