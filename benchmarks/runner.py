@@ -395,6 +395,12 @@ def _run_ray(
             ray.shutdown()
 
 
+def same_training(spec: dict[str, Any], record: dict[str, Any]) -> bool:
+    """Whether a stored record is the training of ``spec``: the same in every field but ``record_keys`` and ``labels``"""
+    ignored = ("record_keys", "labels")
+    return {k: v for k, v in record["spec"].items() if k not in ignored} == {k: v for k, v in spec.items() if k not in ignored}
+
+
 def reusable(spec: dict[str, Any], record: dict[str, Any]) -> bool:
     """
     Whether a finished record of another experiment or profile can stand for the run of ``spec``: the same run in
@@ -404,9 +410,7 @@ def reusable(spec: dict[str, Any], record: dict[str, Any]) -> bool:
     :param spec: the run, in JSON types (:func:`spec_dict`)
     :param record: the content of a ``<run_id>.json``
     """
-    ignored = ("record_keys", "labels")
-    same = {k: v for k, v in record["spec"].items() if k not in ignored} == {k: v for k, v in spec.items() if k not in ignored}
-    return same and set(spec["record_keys"]) <= set(record["spec"].get("record_keys", ()))
+    return same_training(spec, record) and set(spec["record_keys"]) <= set(record["spec"].get("record_keys", ()))
 
 
 def reuse_records(specs: list[RunSpec], run_dir: Path, sources: Iterable[Path]) -> list[str]:
@@ -434,6 +438,24 @@ def reuse_records(specs: list[RunSpec], run_dir: Path, sources: Iterable[Path]) 
     return copied
 
 
+def set_aside_stale(specs: list[RunSpec], run_dir: Path) -> list[str]:
+    """
+    Move to ``run_dir/stale/`` the stored runs whose training differs from their spec's (an entry or a setting edited
+    since they ran, e.g. a tuned zoo entry), so that they are run again; nothing is deleted.
+
+    :return: the ids of the runs set aside
+    """
+    moved = []
+    for spec in specs:
+        path = run_dir / f"{spec.run_id}.json"
+        if path.exists() and not same_training(spec_dict(spec), json.loads(path.read_text())):
+            stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+            (run_dir / "stale").mkdir(exist_ok=True)
+            path.rename(run_dir / "stale" / f"{spec.run_id}.{stamp}.json")
+            moved.append(spec.run_id)
+    return moved
+
+
 def run_all(
     specs: list[RunSpec],
     run_dir: Path,
@@ -443,7 +465,8 @@ def run_all(
     reuse_from: Iterable[Path] = (),
 ) -> list[str]:
     """
-    Run every spec whose result file does not exist yet, ``workers`` at a time (default: the core count; on Ray, as
+    Run every spec whose result file does not exist yet (or holds another training: set aside first,
+    :func:`set_aside_stale`), ``workers`` at a time (default: the core count; on Ray, as
     many as the cluster schedules).
 
     :param ray_address: dispatch the runs to the Ray cluster at this address (see :func:`ray_address`) instead of
@@ -460,6 +483,13 @@ def run_all(
     reused = reuse_records(specs, run_dir, reuse_from)
     if reused:
         print(f"{len(reused)} finished runs copied from {', '.join(map(str, reuse_from))}", file=sys.stderr)
+    stale = set_aside_stale(specs, run_dir)
+    if stale:
+        print(
+            f"{len(stale)} stored runs were trained with other settings, set aside in {run_dir / 'stale'} and rerun: "
+            f"{', '.join(stale)}",
+            file=sys.stderr,
+        )
     todo = [spec for spec in specs if not (run_dir / f"{spec.run_id}.json").exists()]
     failures: list[str] = []
     from tqdm import tqdm

@@ -119,6 +119,23 @@ def test_surrogates_diagnostics_leave_nan_updates_out_of_the_median_and_say_how_
     assert "| a | 0.35 (NaN on 25%) |" in lines and "| b | 0.95 |" in lines and "| c | inf |" in lines
 
 
+def test_a_stored_run_of_other_settings_is_set_aside_and_run_again(tmp_path):
+    # the tune-then-verify route: an entry edited after its cell ran must not keep the old run's result
+    def spec(n_steps: int, row: str = "x") -> runner.RunSpec:
+        return runner.RunSpec("r", "ppo_kl", "CartPole-v1", 0, 64, {"n_steps": n_steps, "batch_size": 32}, labels={"row": row})
+
+    runs = tmp_path / "runs"
+    assert runner.run_all([spec(32)], runs, workers=1) == ["r"]
+    first = (runs / "r.json").read_text()
+    # labels (and record keys) change nothing in the training: kept
+    assert runner.run_all([spec(32, row="renamed")], runs, workers=1) == [] and (runs / "r.json").read_text() == first
+    # another training under the same id: the stored run is set aside (nothing deleted) and the run made again
+    assert runner.run_all([spec(64)], runs, workers=1) == ["r"]
+    assert json.loads((runs / "r.json").read_text())["spec"]["kwargs"]["n_steps"] == 64
+    (aside,) = (runs / "stale").glob("r.*.json")
+    assert aside.read_text() == first
+
+
 def test_reuse_records_copies_only_identical_finished_runs(tmp_path):
     def spec(run_id: str, keys: tuple[str, ...] = ("train/policy_kl",), row: str = "x", n_steps: int = 64) -> runner.RunSpec:
         return runner.RunSpec(
