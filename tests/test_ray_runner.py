@@ -209,7 +209,8 @@ class FakeRay(types.ModuleType):
 
 
 def fake_record(spec: runner.RunSpec) -> dict:
-    return {"spec": {"run_id": spec.run_id}, "episodes": [[1, float(spec.seed), 1]]}
+    # the whole spec, as compute_record writes it (the runner reruns a stored run whose training differs from its spec)
+    return {"spec": runner.spec_dict(spec), "episodes": [[1, float(spec.seed), 1]]}
 
 
 def test_ray_dispatch_writes_records_here_resumes_and_collects_failures(monkeypatch, tmp_path):
