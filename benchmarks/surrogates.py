@@ -325,15 +325,15 @@ def diagnostics(
     diagnostic: by default the median of its values but NaN (NaN where the algorithm does not log the key, or logged
     only NaN)"""
     statistic = statistic or _median_value
-    by_cell = {
-        (run["spec"]["labels"]["row"], run["spec"]["env_id"], run["spec"]["seed"]): run.get("records", {})
-        for run in runs.values()
-    }
-    keys = sorted({key for records in by_cell.values() for key in records}, key=_key_order)
+    by_cell = {(run["spec"]["labels"]["row"], run["spec"]["env_id"], run["spec"]["seed"]): run for run in runs.values()}
+    keys = sorted({key for run in by_cell.values() for key in run.get("records", {})}, key=_key_order)
     table: dict[str, Any] = {}
     for key in keys:
         table[key] = {
-            name: {env: [statistic(by_cell[(name, env, s)].get(key, [])) for s in seeds] for env, seeds in env_seeds.items()}
+            name: {
+                env: [statistic(runner.recorded(by_cell[(name, env, s)], key)[:, 1]) for s in seeds]
+                for env, seeds in env_seeds.items()
+            }
             for name in names
         }
     return table
@@ -343,16 +343,15 @@ def _key_order(key: str) -> tuple[int, str]:
     return (DIAGNOSTIC_KEYS.index(key), key) if key in DIAGNOSTIC_KEYS else (len(DIAGNOSTIC_KEYS), key)
 
 
-def _median_value(record: list[list[float]]) -> float:
-    values = np.asarray(record, dtype=float).reshape(-1, 2)[:, 1]
-    values = values[~np.isnan(values)]  # +-inf kept: e.g. ratio_max where a ratio overflowed float32
+def _median_value(values: np.ndarray) -> float:
+    """:return: the median of a run's values per update but NaN (+-inf kept: e.g. ratio_max where a ratio overflowed)"""
+    values = values[~np.isnan(values)]
     return float(np.median(values)) if len(values) else float("nan")
 
 
-def nan_fraction(record: list[list[float]]) -> float:
-    """:return: the fraction of the run's updates that logged NaN (e.g. ``ess`` before it handled ratios that left
+def nan_fraction(values: np.ndarray) -> float:
+    """:return: the fraction of a run's values per update that are NaN (e.g. ``ess`` before it handled ratios that left
     float32's range), NaN if nothing was logged"""
-    values = np.asarray(record, dtype=float).reshape(-1, 2)[:, 1]
     return float(np.mean(np.isnan(values))) if len(values) else float("nan")
 
 

@@ -144,11 +144,11 @@ def start(algo: str, env_id: str, out_dir: Path, settings: dict[str, Any]) -> di
 
 def _alive(pid: int) -> bool:
     try:
-        os.kill(pid, 0)
+        os.kill(pid, 0)  # PermissionError: alive, another user's
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
+        pass
     return True
 
 

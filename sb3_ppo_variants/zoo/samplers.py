@@ -39,9 +39,9 @@ def sample_knobs(trial: optuna.Trial, n_actions: int) -> dict[str, Any]:
     :return: the raw parameters
     """
     knobs: dict[str, Any] = {"truncation_as_terminal": trial.suggest_categorical("truncation_as_terminal", [False, True])}
-    if n_actions > 0 and not ZOO_HYPERPARAMS.get().get("use_sde", False):
-        knobs["learn_std"] = trial.suggest_categorical("learn_std", [True, False])
     if n_actions > 0:
+        if not ZOO_HYPERPARAMS.get().get("use_sde", False):
+            knobs["learn_std"] = trial.suggest_categorical("learn_std", [True, False])
         knobs["log_std_init"] = trial.suggest_float("log_std_init", -2.0, 1.0)
     return knobs
 
