@@ -37,8 +37,9 @@ import multiprocessing
 import sys
 import time
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -446,10 +447,10 @@ def set_aside_stale(specs: list[RunSpec], run_dir: Path) -> list[str]:
     :return: the ids of the runs set aside
     """
     moved = []
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")  # microseconds: never over an earlier one
     for spec in specs:
         path = run_dir / f"{spec.run_id}.json"
         if path.exists() and not same_training(spec_dict(spec), json.loads(path.read_text())):
-            stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
             (run_dir / "stale").mkdir(exist_ok=True)
             path.rename(run_dir / "stale" / f"{spec.run_id}.{stamp}.json")
             moved.append(spec.run_id)
@@ -480,9 +481,7 @@ def run_all(
         raise ValueError("run ids must be unique")
     run_dir.mkdir(parents=True, exist_ok=True)
     reuse_from = list(reuse_from)
-    reused = reuse_records(specs, run_dir, reuse_from)
-    if reused:
-        print(f"{len(reused)} finished runs copied from {', '.join(map(str, reuse_from))}", file=sys.stderr)
+    # first: a stale run in the folder would keep an identical finished run of another experiment from being copied
     stale = set_aside_stale(specs, run_dir)
     if stale:
         print(
@@ -490,6 +489,9 @@ def run_all(
             f"{', '.join(stale)}",
             file=sys.stderr,
         )
+    reused = reuse_records(specs, run_dir, reuse_from)
+    if reused:
+        print(f"{len(reused)} finished runs copied from {', '.join(map(str, reuse_from))}", file=sys.stderr)
     todo = [spec for spec in specs if not (run_dir / f"{spec.run_id}.json").exists()]
     failures: list[str] = []
     from tqdm import tqdm
@@ -565,9 +567,24 @@ def curve(run: dict, grid: np.ndarray, window: int = 10) -> np.ndarray:
     return np.array([episodes[max(0, n - window) : n, 1].mean() if n else np.nan for n in ends])
 
 
+@contextmanager
+def numpy_global_seed(seed: int) -> Iterator[None]:
+    """
+    Seed NumPy's global generator for the block, then restore its state: rliable's bootstraps draw from it
+    (``StratifiedBootstrap.update_indices`` calls ``np.random.choice``; the ``random_state`` it accepts does not reach
+    those draws), so only this makes their intervals reproducible.
+    """
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
+
+
 def interval_estimates(scores: dict[str, np.ndarray], reps: int = 2000, seed: int = 0) -> dict[str, dict[str, float]]:
     """
-    rliable's IQM and mean with 95% stratified-bootstrap confidence intervals.
+    rliable's IQM and mean with 95% stratified-bootstrap confidence intervals (reproducible: ``seed``).
 
     :param scores: name -> array (runs x tasks) of normalised scores
     """
@@ -576,7 +593,8 @@ def interval_estimates(scores: dict[str, np.ndarray], reps: int = 2000, seed: in
     def aggregate(x: np.ndarray) -> np.ndarray:
         return np.array([metrics.aggregate_iqm(x), metrics.aggregate_mean(x)])
 
-    points, intervals = library.get_interval_estimates(scores, aggregate, reps=reps, random_state=np.random.RandomState(seed))
+    with numpy_global_seed(seed):
+        points, intervals = library.get_interval_estimates(scores, aggregate, reps=reps)
     return {
         name: {
             "iqm": float(points[name][0]),
@@ -598,8 +616,8 @@ def plot_performance_profiles(scores: dict[str, np.ndarray], path: Path, reps: i
 
     low = min(float(np.nanmin(v)) for v in scores.values())
     taus = np.linspace(min(low, 0.0), 1.05, 81)
-    np.random.seed(0)  # create_performance_profile has no random_state argument
-    profiles, cis = library.create_performance_profile(scores, taus, reps=reps)
+    with numpy_global_seed(0):  # create_performance_profile has no random_state argument
+        profiles, cis = library.create_performance_profile(scores, taus, reps=reps)
     fig, ax = plt.subplots(figsize=(8, 5))
     colors = dict(zip(scores, plt.cm.tab20(np.linspace(0, 1, max(len(scores), 2))), strict=False))
     plot_utils.plot_performance_profiles(profiles, taus, performance_profile_cis=cis, colors=colors, ax=ax)

@@ -134,6 +134,12 @@ def test_a_stored_run_of_other_settings_is_set_aside_and_run_again(tmp_path):
     assert json.loads((runs / "r.json").read_text())["spec"]["kwargs"]["n_steps"] == 64
     (aside,) = (runs / "stale").glob("r.*.json")
     assert aside.read_text() == first
+    # set aside before reuse: an identical finished run of another experiment is copied, not run again
+    other = tmp_path / "other"
+    assert runner.run_all([spec(96)], other, workers=1) == ["r"]
+    assert runner.run_all([spec(96)], runs, workers=1, reuse_from=[other]) == []
+    assert json.loads((runs / "r.json").read_text())["reused_from"] == str(other / "r.json")
+    assert len(list((runs / "stale").glob("r.*.json"))) == 2
 
 
 def test_reuse_records_copies_only_identical_finished_runs(tmp_path):
@@ -450,3 +456,17 @@ def test_report_only_regenerates_the_committed_reports(tmp_path, module, folder,
     for name in regenerated:
         assert (tmp_path / name).read_text() == (committed / name).read_text(), name
     assert (tmp_path / "results.json").read_text() == (committed / "results.json").read_text()
+
+
+def test_interval_estimates_are_reproducible_and_leave_numpys_generator_as_it_was():
+    # rliable's bootstrap draws from NumPy's global generator (its random_state does not reach those draws): the
+    # committed intervals differed from one regeneration of a report to the next
+    scores = {name: np.random.default_rng(i).random((2, 7)) for i, name in enumerate("ab")}
+    np.random.seed(123)
+    expected_next = np.random.rand()
+    np.random.seed(123)
+    first = runner.interval_estimates(scores, reps=200)
+    assert np.random.rand() == expected_next  # the caller's generator untouched
+    np.random.rand(17)
+    assert runner.interval_estimates(scores, reps=200) == first
+    assert runner.interval_estimates(scores, reps=200, seed=1) != first
