@@ -11,7 +11,7 @@ from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
 
 from sb3_ppo_variants import PPOKL, REINFORCE, TRPOKL, PPOClip
-from tests.helpers import policy_params
+from tests.helpers import policy_params, silent_logger
 
 LEVELS = ["off", "basic", "full"]
 ENVS = ["CartPole-v1", "Pendulum-v1"]
@@ -95,3 +95,37 @@ def test_measurement_restores_training_mode_and_random_state():
     assert th.equal(th.random.get_rng_state(), state)
     # nothing moved between the two measurements: zero KL, ratios of one
     assert th.equal(change.kl, th.zeros(5)) and th.equal(change.log_ratio, th.zeros(5))
+
+
+ONE_STEP = [
+    (TRPOKL, dict(n_steps=64, batch_size=32, cg_max_steps=5, seed=0)),
+    (REINFORCE, dict(n_steps=64, baseline="value", seed=0)),
+]
+
+
+@pytest.mark.parametrize("algo, settings", ONE_STEP, ids=["TRPOKL", "REINFORCE"])
+def test_each_update_logs_its_own_ratio_statistics(algo, settings):
+    """
+    The algorithms with one step on the whole batch log the ratios after that step, of each update: their measurement
+    once kept the first update's ratios (nothing reset them), so ``ratio_*`` and ``ess`` stayed at the first update's
+    values through a whole run while ``policy_kl`` moved.
+    """
+    from sb3_ppo_variants.common.diagnostics import RatioStatistics
+
+    model = algo("MlpPolicy", "CartPole-v1", diagnostics="basic", policy_kwargs=dict(net_arch=[16]), **settings)
+    model.set_logger(silent_logger())
+    expected, logged = [], []
+    record = model._measurement.record
+
+    def record_and_read(logger, change, *args, **kwargs):
+        statistics = RatioStatistics()  # the ratios of this update's change, by themselves
+        statistics.add(th.exp(change.log_ratio), change.log_ratio)
+        expected.append(statistics.summary())
+        record(logger, change, *args, **kwargs)
+        logged.append({key: logger.name_to_value[f"train/{key}"] for key in expected[-1]})
+
+    model._measurement.record = record_and_read
+    model.learn(4 * 64)
+    assert len(logged) == model._n_updates >= 3
+    assert logged == expected
+    assert len({values["ratio_std"] for values in logged}) == len(logged)  # the updates differ

@@ -323,6 +323,7 @@ class Diagnostics:
         if self.level == "full" and change is not None and change.kl.numel() > 0:
             logger.record("train/policy_kl_max", change.kl.max().item())
             logger.record("train/policy_kl_hist", change.kl.detach().cpu(), exclude=("stdout", "log", "json", "csv"))
+        self.begin_update()  # the update is written: nothing of it reaches the next one (one-step loops start none)
 
     def _values(self, change: PolicyChange | None, clip_range: float | None, approx_kl: bool) -> dict[str, float]:
         """:return: the scalar keys of the update (none at ``"off"``)"""
@@ -356,10 +357,12 @@ class BasicDiagnostics(Diagnostics):
             values["policy_kl"] = change.kl.mean().item()
             if approx_kl:
                 values["approx_kl"] = k3(change.log_ratio).mean().item()
-            if len(self._ratios) == 0:
-                # one step on the whole batch (TRPOKL, REINFORCE): the ratios after it
-                self._ratios.add(th.exp(change.log_ratio), change.log_ratio)
-        values.update(self._ratios.summary(clip_range))
+        ratios = self._ratios
+        if change is not None and len(ratios) == 0:
+            # one step on the whole batch (TRPOKL, REINFORCE, no minibatches added): the ratios after it
+            ratios = RatioStatistics()
+            ratios.add(th.exp(change.log_ratio), change.log_ratio)
+        values.update(ratios.summary(clip_range))
         if self._gradients.count > 0:
             values["grad_norm"] = self._gradients.mean_norm()
             values["grad_snr"] = self._gradients.snr()
