@@ -30,7 +30,14 @@ express, rl-zoo3's own: with ``normalize``, a trial's VecNormalize discounts wit
 ``-optimize`` starts), an entry's (and ``--trial-id``'s) with the entry's; the report says when the trial sampled
 another ``gamma``. The verification at the file's budget runs the entry as written.
 
+``--enqueue NAME=VALUE,...`` (repeatable) puts a trial with those parameters (the sampler's names, as the report
+lists them; the others are sampled) at the head of the study (Optuna's ``enqueue_trial``): a tuning can start from a
+known entry or a candidate of its own instead of from random start-up trials. Each is checked against the cell's
+sampler before anything runs (a name it does not sample, a value outside its range: an error naming the allowed
+ones); one with the parameters of a trial already in the study is not added again, so the command resumes as it is.
+
     python -m benchmarks.zoo_tuning --cell ppo_kl:Swimmer-v5 --trials 30 --budget 300000 --workers 2   # resumes
+    python -m benchmarks.zoo_tuning --cell ppo_kl:Swimmer-v5 --enqueue kl_target=0.005,n_epochs=10   # a first trial
     python -m benchmarks.zoo_tuning --cell ppo_kl:Swimmer-v5 --report-only
     python -m benchmarks.zoo_table --profile full --only ppo_kl:Swimmer-v5   # after pasting entry.yml: the verification
 
@@ -108,6 +115,130 @@ def load_study(algo: str, env_id: str, out_dir: Path) -> Any:
         raise KeyError(f"{out_dir / 'study.log'} holds no study named {study_name(algo, env_id)!r}") from None
 
 
+def parse_params(text: str) -> dict[str, Any]:
+    """:return: the parameters of ``NAME=VALUE,NAME=VALUE`` (``--enqueue``), each value read as YAML (numbers, true,
+    strings)"""
+    import yaml
+
+    params: dict[str, Any] = {}
+    for item in text.split(","):
+        name, sep, value = (part.strip() for part in item.partition("="))
+        if not sep or not name or not value:
+            raise ValueError(f"--enqueue takes NAME=VALUE,NAME=VALUE (the sampler's names); got {text!r}")
+        if name in params:
+            raise ValueError(f"--enqueue {text!r} gives {name} twice")
+        params[name] = yaml.safe_load(value)
+    return params
+
+
+def check_enqueued(algo: str, env_id: str, params: dict[str, Any]) -> dict[str, Any]:
+    """
+    Check ``params`` against the cell's sampler: each value within the range or among the choices the sampler gives
+    its name, and each name one the sampler samples for this cell given the other values (PPOKL's ``kl_rule`` only
+    with the adaptive controller; ``learn_std`` only for continuous actions), by running the sampler as a worker would
+    on a trial enqueued with them (an in-memory study).
+
+    :return: that trial's parameters (those not in ``params`` drawn at random)
+    :raise ValueError: naming the parameter and the allowed names or values
+    """
+    distributions = _sampled(algo, env_id, {}).distributions
+    for name, value in params.items():
+        if name in distributions and not _contains(distributions[name], value):
+            raise ValueError(f"--enqueue: {name}={value!r} is outside the {algo} sampler's {describe(distributions[name])}")
+    trial = _sampled(algo, env_id, params)  # the conditional parameters, with the values given
+    unknown = sorted(set(params) - set(trial.params))
+    if unknown:
+        ranges = "; ".join(f"{name}: {describe(dist)}" for name, dist in trial.distributions.items())
+        raise ValueError(
+            f"--enqueue: {', '.join(unknown)} not sampled by the {algo} sampler for {env_id} with these values; "
+            f"it samples {ranges}"
+        )
+    return dict(trial.params)
+
+
+def _sampled(algo: str, env_id: str, params: dict[str, Any]) -> Any:
+    """:return: a trial of an in-memory study, enqueued with ``params``, after the cell's sampler ran on it as in a
+    worker (the zoo entry in ``ZOO_HYPERPARAMS``, rl-zoo3's ``n_actions``); a fixed value out of range raises"""
+    import warnings
+
+    import gymnasium as gym
+    import optuna
+
+    from benchmarks.common import zoo_kwargs
+    from sb3_ppo_variants.zoo.samplers import SAMPLERS, ZOO_HYPERPARAMS
+
+    entry = zoo_entry(algo, env_id)
+    env = gym.make(env_id)
+    space = env.action_space
+    env.close()
+    n_actions = space.shape[0] if isinstance(space, gym.spaces.Box) else 0  # rl-zoo3's convention
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created in memory" per check
+    try:
+        study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+    if params:
+        study.enqueue_trial(params)
+    trial = study.ask()
+    token = ZOO_HYPERPARAMS.set(zoo_kwargs(entry))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # Optuna only warns of a fixed float outside its range
+            SAMPLERS[algo](trial, n_actions, int(entry.get("n_envs", 1)), {})
+    except (ValueError, UserWarning) as error:
+        raise ValueError(f"--enqueue: {error}") from None
+    finally:
+        ZOO_HYPERPARAMS.reset(token)
+    return trial
+
+
+def _contains(distribution: Any, value: Any) -> bool:
+    """:return: whether an Optuna distribution holds ``value`` (a categorical's choices, a float's or int's range)"""
+    try:
+        return bool(distribution._contains(distribution.to_internal_repr(value)))
+    except (ValueError, TypeError):
+        return False
+
+
+def describe(distribution: Any) -> str:
+    """:return: an Optuna distribution's allowed values, e.g. ``[1, 5, 10, 20]`` or ``0.001 to 0.1 (log)``"""
+    import optuna
+
+    if isinstance(distribution, optuna.distributions.CategoricalDistribution):
+        return "[" + ", ".join(map(str, distribution.choices)) + "]"
+    log = " (log)" if getattr(distribution, "log", False) else ""
+    return f"{distribution.low} to {distribution.high}{log}"
+
+
+def enqueue(algo: str, env_id: str, out_dir: Path, trials: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """
+    Enqueue ``trials`` (checked by :func:`check_enqueued` first) on the study of ``out_dir``, creating it as rl-zoo3
+    does (``maximize``) if it does not exist yet; a trial whose parameters one of the study's has is not added again.
+
+    :return: the trials enqueued now
+    """
+    import optuna
+
+    from sb3_ppo_variants.zoo.tuning import load_storage
+
+    for params in trials:
+        check_enqueued(algo, env_id, params)
+    study = optuna.create_study(
+        study_name=study_name(algo, env_id),
+        storage=load_storage(str(out_dir / "study.log")),
+        direction="maximize",
+        load_if_exists=True,
+    )
+    added = []
+    for params in trials:
+        before = len(study.get_trials(deepcopy=False))
+        study.enqueue_trial(params, skip_if_exists=True)
+        if len(study.get_trials(deepcopy=False)) > before:
+            added.append(params)
+    return added
+
+
 def start(algo: str, env_id: str, out_dir: Path, settings: dict[str, Any]) -> dict[str, Any]:
     """
     Check that the run may start or resume the study of ``out_dir``: no live run (``workers.pid``), the same settings
@@ -152,9 +283,12 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def run_workers(algo: str, env_id: str, out_dir: Path, settings: dict[str, Any], workers: int) -> list[int]:
+def run_workers(
+    algo: str, env_id: str, out_dir: Path, settings: dict[str, Any], workers: int, enqueued: list[dict[str, Any]] | None = None
+) -> list[int]:
     """
-    Run ``workers`` copies of the zoo command on the study (after failing the trials a stopped run left RUNNING).
+    Run ``workers`` copies of the zoo command on the study (after failing the trials a stopped run left RUNNING and
+    enqueuing ``enqueued``, :func:`enqueue`).
 
     :return: the workers' exit codes
     """
@@ -162,6 +296,10 @@ def run_workers(algo: str, env_id: str, out_dir: Path, settings: dict[str, Any],
 
     out_dir.mkdir(parents=True, exist_ok=True)
     tuning = start(algo, env_id, out_dir, settings)
+    added = []
+    if enqueued:
+        added = enqueue(algo, env_id, out_dir, enqueued)
+        print(f"enqueued {len(added)} trial(s); already in the study: {len(enqueued) - len(added)}")
     existing = 0
     if (out_dir / "study.log").exists():
         try:
@@ -172,7 +310,7 @@ def run_workers(algo: str, env_id: str, out_dir: Path, settings: dict[str, Any],
         if failed:
             print(f"trials left RUNNING by a stopped run marked FAIL: {failed}")
     seeds = [settings["seed"] + existing + w for w in range(workers)]
-    tuning["launches"].append({"trials_before": existing, "seeds": seeds})
+    tuning["launches"].append({"trials_before": existing, "seeds": seeds, **({"enqueued": added} if enqueued else {})})
     (out_dir / "tuning.json").write_text(json.dumps(tuning, indent=1) + "\n")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     (out_dir / "logs").mkdir(exist_ok=True)
@@ -252,6 +390,7 @@ def summarise(algo: str, env_id: str, out_dir: Path, trial: int | None = None) -
                 "params": t.params,
                 "seconds": seconds,
                 "stop_reason": t.user_attrs.get("stop_reason"),
+                "enqueued": "fixed_params" in t.system_attrs,  # Optuna's mark of an enqueued trial
             }
         )
     complete = [t for t in trials if t["state"] == TrialState.COMPLETE.name and t["value"] is not None]
@@ -312,7 +451,8 @@ def markdown(result: dict[str, Any], out_dir: Path) -> str:
     for t in ranked:
         params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in t["params"].items())
         minutes = "" if t["seconds"] is None else f"{t['seconds'] / 60:.1f}"
-        lines.append(f"| {t['number']} | {t['state']} | {t['value']:.1f} | {t['last_step'] or ''} | {minutes} | {params} |")
+        number = f"{t['number']} (enqueued)" if t.get("enqueued") else t["number"]
+        lines.append(f"| {number} | {t['state']} | {t['value']:.1f} | {t['last_step'] or ''} | {minutes} | {params} |")
     others = [t for t in result["trials"] if t["value"] is None]
     if others:
         lines += ["", "Without an objective: " + ", ".join(f"trial {t['number']} {t['state']}" for t in others) + "."]
@@ -359,6 +499,13 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--seed", type=int, default=DEFAULTS["seed"])
     parser.add_argument("--pruner", choices=["median", "halving", "none"], default=DEFAULTS["pruner"], help="rl-zoo3's")
     parser.add_argument("--workers", type=int, default=1, help="worker processes sharing the study")
+    parser.add_argument(
+        "--enqueue",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE,...",
+        help="a trial with these parameters (the sampler's names) first; repeatable; the others sampled",
+    )
     parser.add_argument("--trial", type=int, default=None, help="report this trial's entry instead of the best one")
     parser.add_argument("--report-only", action="store_true", help="the report from the stored study")
     parser.add_argument("--output", type=Path, default=None)
@@ -372,6 +519,12 @@ def main(argv: list[str] | None = None) -> Path:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.seed < 0:
         parser.error(f"--seed must be >= 0 (worker w of a run gets seed + trials so far + w), got {args.seed}")
+    try:
+        enqueued = [parse_params(text) for text in args.enqueue]
+    except ValueError as error:
+        parser.error(str(error))
+    if enqueued and args.report_only:
+        parser.error("--enqueue runs trials: not with --report-only")
     settings = {key: getattr(args, key) for key in DEFAULTS}
     out_dir = args.output or RESULTS / "zoo_tuning" / study_name(algo, env_id)
     if args.report_only:
@@ -380,7 +533,7 @@ def main(argv: list[str] | None = None) -> Path:
         codes: list[int] = []
     else:
         try:
-            codes = run_workers(algo, env_id, out_dir, settings, args.workers)
+            codes = run_workers(algo, env_id, out_dir, settings, args.workers, enqueued)
         except (RuntimeError, ValueError) as error:
             parser.error(str(error))
     try:

@@ -152,3 +152,33 @@ def test_a_second_run_on_a_study_is_refused_while_the_first_is_alive(tmp_path, c
         zoo_tuning.main(["--cell", "ppo_kl:CartPole-v1", *TINY, "--output", str(out)])
     assert f"a tuning of {out} is running (pids [{os.getpid()}]" in capsys.readouterr().err
     assert not (out / "tuning.json").exists()
+
+
+@pytest.mark.integration
+def test_an_enqueued_trial_runs_first_once_and_bad_ones_are_refused_before_any_worker(tmp_path, capsys):
+    out = tmp_path / "study"
+    given = "kl_target=0.005,n_epochs=5,kl_controller=adaptive,kl_rule=rllib"
+    argv = ["--cell", "ppo_kl:CartPole-v1", *TINY, "--output", str(out), "--enqueue", given]
+    zoo_tuning.main(["--trials", "1", *argv])
+    (trial,) = json.loads((out / "results.json").read_text())["trials"]
+    assert trial["state"] == "COMPLETE" and trial["enqueued"]
+    assert {name: trial["params"][name] for name in zoo_tuning.parse_params(given)} == zoo_tuning.parse_params(given)
+    assert "| 0 (enqueued) | COMPLETE |" in (out / "results.md").read_text()
+    # the same command again: the trial is in the study, not enqueued a second time; the new trial is sampled
+    zoo_tuning.main(["--trials", "2", *argv])
+    trials = json.loads((out / "results.json").read_text())["trials"]
+    assert [t["enqueued"] for t in trials] == [True, False]
+    assert json.loads((out / "tuning.json").read_text())["launches"][1]["enqueued"] == []
+    # a value outside the sampler's choices, a name it does not sample (here: with a fixed controller): refused
+    for bad, message in (
+        ("n_epochs=4", "n_epochs=4 is outside the ppo_kl sampler's [1, 5, 10, 20]"),
+        ("kl_controller=fixed,kl_rule=rllib", "kl_rule not sampled by the ppo_kl sampler for CartPole-v1"),
+        ("clip_range=0.2", "clip_range not sampled"),
+        ("kl_target", "--enqueue takes NAME=VALUE,NAME=VALUE"),
+    ):
+        with pytest.raises(SystemExit):
+            zoo_tuning.main(["--cell", "ppo_kl:CartPole-v1", "--trials", "3", *TINY, "--output", str(out), "--enqueue", bad])
+        assert message in capsys.readouterr().err
+    assert len(json.loads((out / "tuning.json").read_text())["launches"]) == 2  # no worker started
+    study = optuna.load_study(study_name="ppo_kl-CartPole-v1", storage=load_storage(str(out / "study.log")))
+    assert len(study.trials) == 2
