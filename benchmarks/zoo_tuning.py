@@ -131,47 +131,49 @@ def parse_params(text: str) -> dict[str, Any]:
     return params
 
 
-def check_enqueued(algo: str, env_id: str, params: dict[str, Any]) -> dict[str, Any]:
+def check_enqueued(algo: str, env_id: str, trials: list[dict[str, Any]]) -> None:
     """
-    Check ``params`` against the cell's sampler: each value within the range or among the choices the sampler gives
-    its name, and each name one the sampler samples for this cell given the other values (PPOKL's ``kl_rule`` only
-    with the adaptive controller; ``learn_std`` only for continuous actions), by running the sampler as a worker would
-    on a trial enqueued with them (an in-memory study).
+    Check each of ``trials`` against the cell's sampler: each value within the range or among the choices the sampler
+    gives its name, and each name one the sampler samples for this cell given the other values (PPOKL's ``kl_rule``
+    only with the adaptive controller; ``learn_std`` only for continuous actions), by running the sampler as a worker
+    would on a trial enqueued with them (an in-memory study).
 
-    :return: that trial's parameters (those not in ``params`` drawn at random)
     :raise ValueError: naming the parameter and the allowed names or values
     """
-    distributions = _sampled(algo, env_id, {}).distributions
-    for name, value in params.items():
-        if name in distributions and not _contains(distributions[name], value):
-            raise ValueError(f"--enqueue: {name}={value!r} is outside the {algo} sampler's {describe(distributions[name])}")
-    trial = _sampled(algo, env_id, params)  # the conditional parameters, with the values given
-    unknown = sorted(set(params) - set(trial.params))
-    if unknown:
-        ranges = "; ".join(f"{name}: {describe(dist)}" for name, dist in trial.distributions.items())
-        raise ValueError(
-            f"--enqueue: {', '.join(unknown)} not sampled by the {algo} sampler for {env_id} with these values; "
-            f"it samples {ranges}"
-        )
-    return dict(trial.params)
-
-
-def _sampled(algo: str, env_id: str, params: dict[str, Any]) -> Any:
-    """:return: a trial of an in-memory study, enqueued with ``params``, after the cell's sampler ran on it as in a
-    worker (the zoo entry in ``ZOO_HYPERPARAMS``, rl-zoo3's ``n_actions``); a fixed value out of range raises"""
-    import warnings
-
     import gymnasium as gym
-    import optuna
-
-    from benchmarks.common import zoo_kwargs
-    from sb3_ppo_variants.zoo.samplers import SAMPLERS, ZOO_HYPERPARAMS
 
     entry = zoo_entry(algo, env_id)
     env = gym.make(env_id)
     space = env.action_space
     env.close()
     n_actions = space.shape[0] if isinstance(space, gym.spaces.Box) else 0  # rl-zoo3's convention
+    distributions = _sampled(algo, entry, n_actions, {}).distributions  # one draw: the ranges and choices
+    for params in trials:
+        for name, value in params.items():
+            if name in distributions and not _contains(distributions[name], value):
+                raise ValueError(
+                    f"--enqueue: {name}={value!r} is outside the {algo} sampler's {describe(distributions[name])}"
+                )
+        trial = _sampled(algo, entry, n_actions, params)  # the conditional parameters, with the values given
+        unknown = sorted(set(params) - set(trial.params))
+        if unknown:
+            ranges = "; ".join(f"{name}: {describe(dist)}" for name, dist in trial.distributions.items())
+            raise ValueError(
+                f"--enqueue: {', '.join(unknown)} not sampled by the {algo} sampler for {env_id} with these values; "
+                f"it samples {ranges}"
+            )
+
+
+def _sampled(algo: str, entry: dict[str, Any], n_actions: int, params: dict[str, Any]) -> Any:
+    """:return: a trial of an in-memory study, enqueued with ``params``, after ``algo``'s sampler ran on it as in a
+    worker (``entry`` in ``ZOO_HYPERPARAMS``, rl-zoo3's ``n_actions``); a fixed value out of range raises"""
+    import warnings
+
+    import optuna
+
+    from benchmarks.common import zoo_kwargs
+    from sb3_ppo_variants.zoo.samplers import SAMPLERS, ZOO_HYPERPARAMS
+
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created in memory" per check
     try:
@@ -222,8 +224,7 @@ def enqueue(algo: str, env_id: str, out_dir: Path, trials: list[dict[str, Any]])
 
     from sb3_ppo_variants.zoo.tuning import load_storage
 
-    for params in trials:
-        check_enqueued(algo, env_id, params)
+    check_enqueued(algo, env_id, trials)
     study = optuna.create_study(
         study_name=study_name(algo, env_id),
         storage=load_storage(str(out_dir / "study.log")),
